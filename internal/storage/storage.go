@@ -48,9 +48,18 @@ type Driver interface {
 	// unexpired lease epoch; with *VersionConflictError when an expected
 	// version does not match; with *IdempotencyKeyExistsError when a key is
 	// already stored and unexpired. On any error nothing is written.
+	//
+	// The checks run in this order, so that the error a caller sees does
+	// not depend on the backend: params validation (ErrInvalid), fencing
+	// (ErrFenced), idempotency keys (*IdempotencyKeyExistsError — a
+	// retried commit reports its key even though its expected versions no
+	// longer match), then the appends (ErrWrongPartition,
+	// *VersionConflictError) and the rest. A task or timer id that already
+	// exists fails the commit with ErrInvalid.
 	Commit(ctx context.Context, params *CommitParams) (*CommitResult, error)
 
-	// StreamRead returns a stream's events from a version on, in order.
+	// StreamRead returns a stream's events from a version on, in order; no
+	// events and no error for a stream that has none.
 	StreamRead(ctx context.Context, params *StreamReadParams) ([]Event, error)
 	// StreamInfo returns a stream's partition and version, ErrNotFound if it
 	// has no events.
@@ -105,7 +114,8 @@ type Driver interface {
 	// lease expired or was taken over.
 	LeaseRenew(ctx context.Context, params *LeaseRenewParams) (Lease, error)
 	// LeaseRelease ends a lease early so another owner may take it at once;
-	// ErrFenced if owner no longer holds it at epoch.
+	// ErrFenced if owner no longer holds it at epoch. The released lease
+	// reads back as expired, and its epoch stays until the next acquisition.
 	LeaseRelease(ctx context.Context, params *LeaseReleaseParams) error
 	// LeaseList returns every partition's lease, in partition order.
 	LeaseList(ctx context.Context) ([]Lease, error)
@@ -193,7 +203,7 @@ type IdempotencyKey struct {
 
 // TaskInsert creates a task in the commit's partition.
 type TaskInsert struct {
-	ID      string // unique across the store
+	ID      string // unique across the store (ErrInvalid if it exists)
 	Queue   string
 	Payload []byte
 	// Delay before the task becomes visible (0: at once).
@@ -219,7 +229,7 @@ type Task struct {
 
 // TimerInsert creates a timer in the commit's partition.
 type TimerInsert struct {
-	ID      string        // unique across the store
+	ID      string        // unique across the store (ErrInvalid if it exists)
 	Delay   time.Duration // fire at the database's now + Delay
 	Payload []byte
 }
@@ -271,9 +281,10 @@ type CommitParams struct {
 	// ConsumerPositions may name any partition (the partition read from,
 	// not the one written to).
 	ConsumerPositions []ConsumerPosition
-	// SagaUpserts insert or replace saga records; CreatedAt is kept from
-	// the first insert, UpdatedAt is set to the commit's time, and
-	// EndedAt to the commit's time when Terminal first becomes true.
+	// SagaUpserts insert or replace saga records; CreatedAt is the commit
+	// time of the first insert and is kept after it, UpdatedAt is set to
+	// the commit's time, and EndedAt to the commit's time when Terminal
+	// first becomes true (the time fields given are ignored).
 	SagaUpserts []Saga
 }
 
@@ -323,7 +334,7 @@ type QueueStats struct {
 	Queue     string
 	Visible   int           // tasks ready to be claimed
 	InFlight  int           // tasks claimed and not yet visible again
-	Delayed   int           // tasks never claimed whose delay has not passed
+	Delayed   int           // tasks not claimed (never, or released) whose delay has not passed
 	OldestAge time.Duration // age of the oldest visible task (0 if none)
 }
 
@@ -333,11 +344,16 @@ type TimerDueParams struct {
 	Limit     int // must be > 0
 }
 
-// TimerListParams lists timers.
+// TimerListParams lists timers, ordered by fire time, then id.
 type TimerListParams struct {
 	Partition int
-	AfterID   string // for paging through timers with the same fire time: exclusive
-	Limit     int    // must be > 0
+	// Cursor: the (FireAt, ID) of the last timer of the previous page,
+	// exclusive. AfterID alone cannot page, as ids are ordered only among
+	// timers with the same fire time; with both zero the list starts at the
+	// beginning.
+	AfterFireAt time.Time
+	AfterID     string
+	Limit       int // must be > 0
 }
 
 // LeaseAcquireParams asks for a partition's lease.
