@@ -1,0 +1,64 @@
+package saga
+
+import (
+	"encoding/json"
+	"testing"
+)
+
+func TestTemplateRender(t *testing.T) {
+	input := json.RawMessage(`{"total":12.5,"items":[{"sku":"a-1","qty":2}],"address":{"city":"Lyon"},"note":null,"name":"Ann"}`)
+	outputs := map[string]json.RawMessage{
+		"order": json.RawMessage(`{"id":"o-7","lines":[1,2]}`),
+	}
+	ctx := evalContext{
+		sagaID: "s-1",
+		input:  input,
+		output: func(step string) json.RawMessage { return outputs[step] },
+	}
+	tests := []struct {
+		template string
+		want     string
+	}{
+		{`"${input.total}"`, `12.5`},
+		{`"${input.items}"`, `[{"sku":"a-1","qty":2}]`},
+		{`"${input.items.0.sku}"`, `"a-1"`},
+		{`"${input.items.1.sku}"`, `null`},
+		{`"${input.items.x}"`, `null`},
+		{`"${input.address}"`, `{"city":"Lyon"}`},
+		{`"${input.missing.deeper}"`, `null`},
+		{`"${input.total.deeper}"`, `null`},
+		{`"${input}"`, string(input)},
+		{`"${saga.id}"`, `"s-1"`},
+		{`"${steps.order.output.id}"`, `"o-7"`},
+		{`"${steps.order.output}"`, `{"id":"o-7","lines":[1,2]}`},
+		{`"${steps.other.output.id}"`, `null`},
+		{`"order ${steps.order.output.id} for ${input.name}"`, `"order o-7 for Ann"`},
+		{`"total=${input.total} lines=${steps.order.output.lines} note=${input.note}|${input.nope}"`, `"total=12.5 lines=[1,2] note=|"`},
+		{`"literal $${input.total} and $ alone"`, `"literal ${input.total} and $ alone"`},
+		{`"<${input.address.city}> & co"`, `"<Lyon> & co"`},
+		{`{"b":1,"a":["${saga.id}",true,null,{"k":"${input.items.0.qty}"}]}`, `{"b":1,"a":["s-1",true,null,{"k":2}]}`},
+		{`"${input.name}${input.name}"`, `"AnnAnn"`},
+		{`"no refs"`, `"no refs"`},
+	}
+	for _, tt := range tests {
+		v, err := parseJSON([]byte(tt.template))
+		if err != nil {
+			t.Fatalf("%s: %v", tt.template, err)
+		}
+		tmpl, probs := compileTemplate(v)
+		if len(probs) > 0 {
+			t.Fatalf("%s: %v", tt.template, probs)
+		}
+		if got := string(tmpl.render(ctx)); got != tt.want {
+			t.Errorf("%s\n got %s\nwant %s", tt.template, got, tt.want)
+		}
+	}
+}
+
+func TestTemplateRenderWithoutData(t *testing.T) {
+	v, _ := parseJSON([]byte(`{"a":"${input.x}","b":"${steps.s.output.y}"}`))
+	tmpl, _ := compileTemplate(v)
+	if got := string(tmpl.render(evalContext{})); got != `{"a":null,"b":null}` {
+		t.Fatalf("got %s", got)
+	}
+}
