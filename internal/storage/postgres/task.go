@@ -24,7 +24,8 @@ func scanTask(r pgx.Row, extra ...any) (storage.Task, error) {
 }
 
 // sqlTaskClaim picks the oldest visible tasks of a queue, skipping rows that
-// a concurrent claimer has locked, and gives each its own token from $3.
+// a concurrent claimer has locked, and gives each its own token: the call's
+// random prefix $3 followed by the task's rank in the claim.
 const sqlTaskClaim = `
 WITH clock AS (SELECT ` + nowSQL + ` AS now),
 picked AS (
@@ -38,7 +39,7 @@ numbered AS (
 	SELECT id, row_number() OVER (ORDER BY visible_at, seq) AS n FROM picked
 )
 UPDATE tasks t
-SET claim_token = ($3::text[])[numbered.n], deliveries = t.deliveries + 1, visible_at = clock.now + $4
+SET claim_token = $3::text || lpad(to_hex(numbered.n), 8, '0'), deliveries = t.deliveries + 1, visible_at = clock.now + $4
 FROM numbered, clock
 WHERE t.id = numbered.id
 RETURNING ` + taskColumns + `, numbered.n`
@@ -57,11 +58,11 @@ func (d *Driver) TaskClaim(ctx context.Context, params *storage.TaskClaimParams)
 	if params.Visibility <= 0 {
 		return nil, fmt.Errorf("postgres: task claim: %w: visibility must be > 0", storage.ErrInvalid)
 	}
-	tokens := make([]string, params.Limit)
-	for i := range tokens {
-		tokens[i] = storage.NewToken()
-	}
-	rows, err := d.pool.Query(ctx, sqlTaskClaim, params.Queue, params.Limit, tokens, params.Visibility.Microseconds())
+	// One random prefix per call rather than a token per possible task: a
+	// poll with a large limit on an empty queue costs nothing. A token is
+	// 96 random bits and a rank, 32 hex digits like storage.NewToken's.
+	prefix := storage.NewToken()[:24]
+	rows, err := d.pool.Query(ctx, sqlTaskClaim, params.Queue, params.Limit, prefix, params.Visibility.Microseconds())
 	if err != nil {
 		return nil, fmt.Errorf("postgres: task claim: %w", err)
 	}
