@@ -54,8 +54,10 @@ type Driver interface {
 	// (ErrFenced), idempotency keys (*IdempotencyKeyExistsError — a
 	// retried commit reports its key even though its expected versions no
 	// longer match), then the appends (ErrWrongPartition,
-	// *VersionConflictError) and the rest. A task or timer id that already
-	// exists fails the commit with ErrInvalid.
+	// *VersionConflictError) and the rest. Deletes of tasks and timers are
+	// applied before inserts, so one commit may replace a row by deleting
+	// and inserting its id; a task or timer id that exists after the
+	// deletes fails the commit with ErrInvalid.
 	Commit(ctx context.Context, params *CommitParams) (*CommitResult, error)
 
 	// StreamRead returns a stream's events from a version on, in order; no
