@@ -1,0 +1,37 @@
+# Accord — make help lists the targets.
+GO          ?= go
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
+PKGS        ?= ./...
+BIN         ?= bin/accord
+
+.PHONY: help build run test test-short lint fuzz bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+build: ## build bin/accord (static, pure Go)
+	CGO_ENABLED=0 $(GO) build -o $(BIN) ./cmd/accord
+
+run: ## run the server on the embedded store (./accord-data)
+	$(GO) run ./cmd/accord server
+
+test: ## run every test with the race detector (PostgreSQL tests need ACCORD_TEST_DATABASE_URL or a local server)
+	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+test-short: ## quick tests without the race detector
+	$(GO) test -short -count=1 $(PKGS)
+
+lint: ## go vet and staticcheck
+	$(GO) vet $(PKGS)
+	$(GO) run $(STATICCHECK) $(PKGS)
+
+fuzz: ## run each fuzz target for FUZZTIME (default 30s)
+	@for t in $$($(GO) test -list 'Fuzz.*' ./internal/saga | grep ^Fuzz); do \
+		$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $${FUZZTIME:-30s} ./internal/saga || exit 1; \
+	done
+
+bench: build ## storage benchmark (see BENCHMARKS.md)
+	$(BIN) bench storage
+
+clean: ## remove build output
+	rm -rf bin
