@@ -128,19 +128,29 @@ func (d *Driver) Commit(ctx context.Context, params *storage.CommitParams) (*sto
 	if err := params.Validate(d.partitions); err != nil {
 		return nil, fmt.Errorf("postgres: commit: %w", err)
 	}
+	res, err := d.commit(ctx, params)
+	if err != nil {
+		// Explained after the connection went back: explaining reads with
+		// a connection of its own, and the pool may have no other.
+		if key := uniqueViolation(err); key != "" {
+			return nil, d.explainUniqueViolation(ctx, params, key, err)
+		}
+		return nil, fmt.Errorf("postgres: commit: %w", err)
+	}
+	return res, nil
+}
+
+func (d *Driver) commit(ctx context.Context, params *storage.CommitParams) (*storage.CommitResult, error) {
 	conn, err := d.pool.Acquire(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("postgres: commit: %w", err)
+		return nil, err
 	}
 	defer conn.Release()
 	c := &committer{conn: conn, p: params}
 	res, err := c.run(ctx)
 	if err != nil {
 		c.rollback(ctx)
-		if key := uniqueViolation(err); key != "" {
-			return nil, d.explainUniqueViolation(ctx, params, key, err)
-		}
-		return nil, fmt.Errorf("postgres: commit: %w", err)
+		return nil, err
 	}
 	return res, nil
 }

@@ -30,6 +30,27 @@ func leased(t *testing.T, partitions int, owner string) (*postgres.Driver, []int
 	return d, epochs
 }
 
+// twoNodes opens two drivers on one store, as two nodes would, each with a
+// single connection, and leases partition 0 to the first and 1 to the
+// second.
+func twoNodes(t *testing.T) (nodes [2]*postgres.Driver, epochs [2]int64) {
+	t.Helper()
+	url, schema := pgtest.Schema(t)
+	for i := range 2 {
+		d, err := postgres.Open(t.Context(), postgres.Config{URL: url, Schema: schema, Partitions: 2, MaxConns: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = d.Close() })
+		l, err := d.LeaseAcquire(t.Context(), &storage.LeaseAcquireParams{Partition: i, Owner: fmt.Sprintf("node-%d", i), TTL: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes[i], epochs[i] = d, l.Epoch
+	}
+	return nodes, epochs
+}
+
 // race runs f(0) and f(1) at the same moment and returns their errors.
 func race(f func(i int) error) [2]error {
 	var errs [2]error
@@ -46,17 +67,19 @@ func race(f func(i int) error) [2]error {
 	return errs
 }
 
-// TestCrossPartitionStreamRace creates one stream from two partitions at
-// once. Whether the loser finds the winner's row when it locks, or collides
-// with it on insert, it must get ErrWrongPartition and write nothing.
+// TestCrossPartitionStreamRace creates one stream from two nodes' partitions
+// at once. Whether the loser finds the winner's row when it locks, or
+// collides with it on insert, it must get ErrWrongPartition and write
+// nothing.
 func TestCrossPartitionStreamRace(t *testing.T) {
 	t.Parallel()
-	d, epochs := leased(t, 2, "node")
+	nodes, epochs := twoNodes(t)
+	d := nodes[0]
 	wins := [2]int64{}
 	for round := range 25 {
 		stream := fmt.Sprintf("contested-%d", round)
 		errs := race(func(p int) error {
-			_, err := d.Commit(t.Context(), &storage.CommitParams{Partition: p, Epoch: epochs[p], Appends: []storage.StreamAppend{{
+			_, err := nodes[p].Commit(t.Context(), &storage.CommitParams{Partition: p, Epoch: epochs[p], Appends: []storage.StreamAppend{{
 				Stream: stream, ExpectedVersion: storage.NoStream, Events: []storage.EventInput{{Type: "t", Data: []byte{byte(p)}}},
 			}}})
 			return err
@@ -88,15 +111,16 @@ func TestCrossPartitionStreamRace(t *testing.T) {
 	}
 }
 
-// TestCrossPartitionKeyRace stores one idempotency key from two partitions
-// at once: the loser gets the winner's key.
+// TestCrossPartitionKeyRace stores one idempotency key from two nodes'
+// partitions at once: the loser gets the winner's key.
 func TestCrossPartitionKeyRace(t *testing.T) {
 	t.Parallel()
-	d, epochs := leased(t, 2, "node")
+	nodes, epochs := twoNodes(t)
+	d := nodes[0]
 	for round := range 25 {
 		key := strconv.Itoa(round)
 		errs := race(func(p int) error {
-			_, err := d.Commit(t.Context(), &storage.CommitParams{Partition: p, Epoch: epochs[p],
+			_, err := nodes[p].Commit(t.Context(), &storage.CommitParams{Partition: p, Epoch: epochs[p],
 				IdempotencyKeys: []storage.IdempotencyKeyInsert{{Scope: "start", Key: key, Result: []byte{byte(p)}, TTL: time.Hour}},
 				TaskInserts:     []storage.TaskInsert{{ID: fmt.Sprintf("task-%d-%d", round, p), Queue: "q"}},
 			})
