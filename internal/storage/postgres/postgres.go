@@ -90,8 +90,8 @@ func (d *Driver) Now(ctx context.Context) (time.Time, error) {
 	return fromMicros(us), nil
 }
 
-// Close closes the pool, waiting for connections in use to be returned. It
-// is safe to call twice.
+// Close closes the idle connections at once and those in use as they come
+// back; every call after it fails. It is safe to call twice.
 func (d *Driver) Close() error {
 	d.closeOnce.Do(d.pool.Close)
 	return nil
