@@ -45,6 +45,21 @@ func BenchmarkCommit(b *testing.B) {
 			}
 		}
 	})
+	// Group commit: the engine writes many sagas' steps in one commit.
+	b.Run("OnePartition50Sagas", func(b *testing.B) {
+		for b.Loop() {
+			group := stepCommit(0, epochs[0], next.Add(1))
+			for range 49 {
+				one := stepCommit(0, epochs[0], next.Add(1))
+				group.Appends = append(group.Appends, one.Appends...)
+				group.TaskInserts = append(group.TaskInserts, one.TaskInserts...)
+				group.SagaUpserts = append(group.SagaUpserts, one.SagaUpserts...)
+			}
+			if _, err := d.Commit(b.Context(), group); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	b.Run("EightPartitions", func(b *testing.B) {
 		b.SetParallelism(4)
 		b.RunParallel(func(pb *testing.PB) {
