@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"sort"
 	"strings"
-	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
@@ -25,7 +24,7 @@ import (
 //     cancelled while outstanding; and the timers and tasks the engine
 //     would hold are exactly those State.Timers and State.Tasks report.
 type harness struct {
-	t      testing.TB
+	t      fataler
 	def    *Definition
 	state  *State
 	log    []Event
@@ -35,9 +34,15 @@ type harness struct {
 	now    time.Time
 }
 
+// fataler is what the harness needs of *testing.T and *rapid.T.
+type fataler interface {
+	Helper()
+	Fatalf(format string, args ...any)
+}
+
 var t0 = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 
-func newHarness(t testing.TB, def *Definition) *harness {
+func newHarness(t fataler, def *Definition) *harness {
 	return &harness{t: t, def: def, timers: map[string]SetTimer{}, tasks: map[string]DispatchStep{}, fired: map[string]SetTimer{}, now: t0}
 }
 
@@ -71,7 +76,7 @@ func (h *harness) step(in Input) ([]Event, []Command, error) {
 	prev := h.state
 	before, err := json.Marshal(prev)
 	if err != nil {
-		h.t.Fatal(err)
+		h.t.Fatalf("%v", err)
 	}
 	s, evs, cmds, err := Step(h.def, prev, in)
 	after, _ := json.Marshal(prev)
@@ -133,7 +138,7 @@ func (h *harness) record(evs []Event, cmds []Command) {
 	for _, e := range evs {
 		b, err := e.Marshal()
 		if err != nil {
-			h.t.Fatal(err)
+			h.t.Fatalf("%v", err)
 		}
 		back, err := UnmarshalEvent(e.Type, b)
 		if err != nil {
@@ -188,11 +193,11 @@ func (h *harness) checkState() {
 	}
 	b, err := json.Marshal(h.state)
 	if err != nil {
-		h.t.Fatal(err)
+		h.t.Fatalf("%v", err)
 	}
 	var back State
 	if err := json.Unmarshal(b, &back); err != nil {
-		h.t.Fatal(err)
+		h.t.Fatalf("%v", err)
 	}
 	if diff := cmp.Diff(h.state, &back); diff != "" {
 		h.t.Fatalf("State JSON round trip (-before +after):\n%s", diff)
@@ -212,7 +217,7 @@ func (h *harness) checkState() {
 	}
 	tasks, err := h.state.Tasks(h.def)
 	if err != nil {
-		h.t.Fatal(err)
+		h.t.Fatalf("%v", err)
 	}
 	want := map[string]DispatchStep{}
 	for _, d := range tasks {
