@@ -173,7 +173,9 @@ func TestReplayRejectsCorruptLogs(t *testing.T) {
 		{"unknown type", def, mutate(func(l []Event) []Event { l[1].Type = "step.exploded"; return l }), ErrCorruptLog},
 		{"result twice", def, mutate(func(l []Event) []Event { return append(l[:3], l[2]) }), ErrCorruptLog},
 		{"wrong attempt", def, mutate(func(l []Event) []Event { l[2].Attempt = 2; return l }), ErrCorruptLog},
-		{"completed early", def, mutate(func(l []Event) []Event { return append(l[:3], Event{Type: EventSagaCompleted, SagaID: "s", Definition: "order", Version: 1}) }), ErrCorruptLog},
+		{"completed early", def, mutate(func(l []Event) []Event {
+			return append(l[:3], Event{Type: EventSagaCompleted, SagaID: "s", Definition: "order", Version: 1})
+		}), ErrCorruptLog},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -52,8 +52,8 @@ func genDefinition(t *rapid.T) *Definition {
 			"after":        after,
 			"retry": map[string]any{
 				"initial_interval": "1s", "max_interval": "4s",
-				"max_attempts": rapid.IntRange(1, 3).Draw(t, "attempts_"+name),
-				"jitter":       rapid.SampledFrom([]float64{0, 0.2, 0.5}).Draw(t, "jitter_"+name),
+				"max_attempts":         rapid.IntRange(1, 3).Draw(t, "attempts_"+name),
+				"jitter":               rapid.SampledFrom([]float64{0, 0.2, 0.5}).Draw(t, "jitter_"+name),
 				"non_retryable_errors": []string{"fatal"},
 			},
 			"compensation_retry": map[string]any{
