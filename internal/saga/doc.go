@@ -21,6 +21,12 @@
 //  3. feed every step result and fired timer back through Step, each with
 //     the current time.
 //
+// Commands are values of the types DispatchStep (send one attempt),
+// SetTimer and CancelTimer (arm and disarm a retry, attempt, step or saga
+// timer), CancelTask (withdraw an attempt that timed out) and Finished (the
+// saga reached a terminal status). Inputs are step results, fired timers,
+// cancels and operator retries (see Input).
+//
 // Step never modifies the State it is given; on error it returns that
 // State's saga unchanged and no events or commands. Replay folds a saga's
 // log back into the State Step produced, so the caller may keep States in
@@ -34,7 +40,11 @@
 // that already ended) are expected in an at-least-once system: Step returns
 // no events, no commands and no error for them. Input that cannot apply to
 // this saga at all (an unknown step, a malformed outcome) is an error
-// wrapping ErrBadInput.
+// wrapping ErrBadInput. Cancelling a saga whose pivot has started fails with
+// ErrPastPivot, cancelling one that ended with ErrTerminal; a definition
+// other than the saga's fails with ErrDefinitionMismatch; a log Replay
+// cannot fold fails with ErrCorruptLog. ParseDefinition fails with a
+// *ValidationError (ErrInvalidDefinition) listing every problem.
 //
 // # Semantics
 //

@@ -42,3 +42,40 @@ func FuzzParseDefinition(f *testing.F) {
 		}
 	})
 }
+
+// FuzzStep: no input makes Step panic or break its contract (an error or
+// a no-op leaves the state as it was; anything else replays).
+func FuzzStep(f *testing.F) {
+	f.Add("order", "action", 1, "success", []byte(`{"id":1}`), "", "", "")
+	f.Add("payment", "compensation", 2, "failure", []byte(nil), "card_declined", "s/payment/action/2/retry", "")
+	f.Add("", "", 0, "", []byte(`{`), "", "s/saga_timeout", "cancel")
+	f.Add("order", "", -1, "retryable", []byte(`null`), "x", "s/order/action/1/attempt_timeout", "operator_retry")
+	b, err := os.ReadFile("testdata/order.yaml")
+	if err != nil {
+		f.Fatal(err)
+	}
+	def, err := ParseDefinition(b)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, step, phase string, attempt int, outcome string, output []byte, code, timer, kind string) {
+		h := newHarness(t, def)
+		if _, _, err := h.start(StartInput{SagaID: "s", Input: []byte(`{"total":1}`)}); err != nil {
+			t.Fatal(err)
+		}
+		// Move the saga a little so that more inputs apply.
+		h.step(Input{Kind: InputStepResult, Step: "order", Attempt: 1, Outcome: OutcomeSuccess, Output: []byte(`{"id":"o"}`)})
+		in := Input{Kind: InputStepResult, Step: step, Phase: Phase(phase), Attempt: attempt, Outcome: Outcome(outcome),
+			Output: output, Error: ErrorInfo{Code: code}, TimerID: timer}
+		switch kind {
+		case "cancel":
+			in.Kind = InputCancel
+		case "operator_retry":
+			in.Kind = InputOperatorRetry
+		case "":
+		default:
+			in.Kind = InputTimerFired
+		}
+		h.step(in) // the harness checks the contract
+	})
+}
