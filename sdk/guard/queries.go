@@ -47,7 +47,7 @@ func buildQueries(d Dialect, table string) queries {
 		q.lock = `SELECT state, output FROM ` + t + ` WHERE saga_id = $1 AND step = $2 FOR UPDATE`
 		q.purge = `DELETE FROM ` + t + ` WHERE (saga_id, step) IN (
 	SELECT saga_id, step FROM ` + t + `
-	WHERE updated_at < now() - $1::bigint * interval '1 millisecond'
+	WHERE updated_at <= now() - $1::bigint * interval '1 millisecond'
 	LIMIT $2)`
 	case SQLite:
 		p = func(n int) string { return fmt.Sprintf("?%d", n) }
@@ -72,7 +72,7 @@ func buildQueries(d Dialect, table string) queries {
 		q.lock = `SELECT state, output FROM ` + t + ` WHERE saga_id = ?1 AND step = ?2`
 		q.purge = `DELETE FROM ` + t + ` WHERE (saga_id, step) IN (
 	SELECT saga_id, step FROM ` + t + `
-	WHERE updated_at < ` + nowMS + ` - ?1
+	WHERE updated_at <= ` + nowMS + ` - ?1
 	LIMIT ?2)`
 	}
 	q.insert = `INSERT INTO ` + t + ` (saga_id, step, state, created_at, updated_at)
