@@ -124,10 +124,14 @@ func postgresURL(t *testing.T) string {
 		r.err = err
 	})
 	if r.err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("PostgreSQL is required in CI and unreachable at %s: %v", r.url, r.err)
+		where := "the URL in " + envPostgresURL
+		if u, err := url.Parse(r.url); err == nil {
+			where = u.Redacted()
 		}
-		t.Skipf("PostgreSQL unreachable at %s (%v); start it, or set %s to a reachable database, to run this test", r.url, r.err, envPostgresURL)
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("PostgreSQL is required in CI and unreachable at %s: %v", where, r.err)
+		}
+		t.Skipf("PostgreSQL unreachable at %s (%v); start it, or set %s to a reachable database, to run this test", where, r.err, envPostgresURL)
 	}
 	return r.url
 }

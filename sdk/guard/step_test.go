@@ -344,3 +344,37 @@ func TestBadArguments(t *testing.T) {
 		}
 	})
 }
+
+// TestFailedStatementInStep: when fn's own SQL fails (PostgreSQL then
+// refuses every further statement of the transaction), the caller still
+// gets fn's error, and rolling back leaves nothing behind.
+func TestFailedStatementInStep(t *testing.T) {
+	t.Parallel()
+	eachDialect(t, func(t *testing.T, d *testDB) {
+		ctx := context.Background()
+		k := Key{SagaID: "order-1", Step: "charge"}
+		d.openAccount(t, k.SagaID)
+		var fnErr error
+		err := d.inTx(ctx, func(tx *sql.Tx) error {
+			_, ran, err := d.g.Action(ctx, tx, k, func() ([]byte, error) {
+				// A duplicate primary key: the participant's own constraint.
+				_, fnErr = tx.ExecContext(ctx, d.sql(`INSERT INTO accounts (id, balance) VALUES ($1, 0)`), k.SagaID)
+				return nil, fnErr
+			})
+			if fnErr == nil || ran || !errors.Is(err, fnErr) {
+				t.Fatalf("Action = ran %v, %v; want fn's error %v", ran, err, fnErr)
+			}
+			return err
+		})
+		if !errors.Is(err, fnErr) {
+			t.Fatal(err)
+		}
+		if n := d.records(t); n != 0 {
+			t.Fatalf("%d records, want 0", n)
+		}
+		if _, ran, err := d.action(ctx, k); err != nil || !ran {
+			t.Fatalf("redelivered action: ran %v, %v; want ran", ran, err)
+		}
+		d.ledger(t, k, 90, 1, 0)
+	})
+}
