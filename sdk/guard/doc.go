@@ -41,10 +41,10 @@
 //     guard reports as ErrBusy.
 //   - SQLite: there are no row locks; the database's single writer
 //     serializes transactions. Begin the participant's transactions with
-//     BEGIN IMMEDIATE (with modernc.org/sqlite, _txlock=immediate in the
-//     DSN; with mattn/go-sqlite3, _txlock=immediate) and set a busy_timeout
-//     (_pragma=busy_timeout(5000)), so that a transaction takes the write
-//     lock when it begins and waits for it rather than failing. A deferred
+//     BEGIN IMMEDIATE and set a busy_timeout (in the DSN: modernc.org/sqlite
+//     takes _txlock=immediate&_pragma=busy_timeout(5000), mattn/go-sqlite3
+//     _txlock=immediate&_busy_timeout=5000), so that a transaction takes
+//     the write lock when it begins and waits for it rather than failing. A deferred
 //     transaction stays correct, since SQLite then refuses to commit what it
 //     cannot serialize, but it fails more often under contention.
 //
@@ -55,8 +55,8 @@
 //
 // # Retention
 //
-// Purge deletes records not changed for a given time (R32: keys expire,
-// e.g. after 24 hours). A purged record no longer protects its step: a
+// Purge deletes records not changed for a given time (idempotency keys
+// expire, typically after 24 hours). A purged record no longer protects its step: a
 // redelivered action would run again, and a late compensation would be taken
 // for a null one. Keep records at least as long as Accord may still deliver
 // the saga's steps — its maximum saga duration plus its redelivery horizon,
