@@ -1,0 +1,43 @@
+package main
+
+import (
+	"github.com/spf13/cobra"
+
+	"github.com/accord-saga/accord/internal/server"
+)
+
+func newServerCommand() *cobra.Command {
+	cfg := server.DefaultConfig()
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run the Accord server",
+		Long: `Run the Accord server.
+
+By default it keeps everything in an embedded SQLite store under --data.
+With --database-url it uses PostgreSQL instead, and several servers may
+share one database, splitting its partitions between them.
+
+Every flag can also be set with the environment variable shown beside it.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := cfg.Validate(); err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			return server.Run(cmd.Context(), cfg)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Addr, "addr", cfg.Addr, "HTTP listen address")
+	f.StringVar(&cfg.DataDir, "data", cfg.DataDir, "directory of the embedded store (ignored with --database-url)")
+	f.StringVar(&cfg.DatabaseURL, "database-url", cfg.DatabaseURL, "PostgreSQL URL; empty uses the embedded store")
+	f.StringVar(&cfg.DatabaseSchema, "database-schema", cfg.DatabaseSchema, "PostgreSQL schema that holds Accord's tables")
+	f.IntVar(&cfg.Partitions, "partitions", cfg.Partitions, "partition count of a new store (an existing store keeps its own)")
+	f.StringVar(&cfg.Durability, "durability", cfg.Durability, `embedded store durability: "full" (fsync before every acknowledgement) or "normal" (faster; a power loss may lose the last acknowledged writes)`)
+	f.StringVar(&cfg.NodeID, "node-id", cfg.NodeID, "this node's name in partition leases (default: host name and pid with PostgreSQL, \"local\" embedded)")
+	f.DurationVar(&cfg.LeaseTTL, "lease-ttl", cfg.LeaseTTL, "partition lease time to live; a dead node's partitions move after about this long")
+	f.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "how long a graceful shutdown may take before in-flight work is abandoned to recovery")
+	f.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
+	f.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "text or json")
+	bindEnv(cmd)
+	return cmd
+}

@@ -1,0 +1,238 @@
+package engine
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/accord-saga/accord/internal/storage"
+)
+
+// Errors the engine returns; the API maps each to a status code.
+var (
+	ErrSagaNotFound        = errors.New("engine: saga not found")
+	ErrDefinitionNotFound  = errors.New("engine: definition not found")
+	ErrTaskNotFound        = errors.New("engine: task not found or already completed")
+	ErrOverloaded          = errors.New("engine: overloaded, retry later")
+	ErrStopped             = errors.New("engine: stopped")
+	ErrNotOwner            = errors.New("engine: partition not owned by this node")
+	ErrIdempotencyMismatch = errors.New("engine: idempotency key was used for a different request")
+	ErrInvalidInput        = errors.New("engine: invalid input")
+)
+
+// Config configures an Engine. Zero fields take the documented defaults.
+type Config struct {
+	// Store is required.
+	Store storage.Driver
+	// NodeID names this node in leases. Default "local".
+	NodeID string
+	// LeaseTTL is the partition lease lifetime; renewed every third of it.
+	// Default 10s.
+	LeaseTTL time.Duration
+	// MaxBatch bounds the inputs one partition commits at once. Default 512.
+	MaxBatch int
+	// InboxSize bounds each partition's queue of waiting inputs; a start
+	// that finds it full fails with ErrOverloaded. Default 4096.
+	InboxSize int
+	// IdempotencyTTL is how long a start's idempotency key is kept.
+	// Default 24h.
+	IdempotencyTTL time.Duration
+	// Retention is how long a finished saga is kept. Default 30 days.
+	Retention time.Duration
+	// MaxDeliveries is how often a task may be claimed without a result
+	// before its attempt fails as a poison task. Default 5.
+	MaxDeliveries int
+	// TimerPollInterval is how often each partition asks the store for due
+	// timers it may not hold in memory. Default 1s.
+	TimerPollInterval time.Duration
+	// TaskPollInterval is how often a long poll re-checks the store for
+	// tasks that became visible without a local signal (delays, expired
+	// claims, other nodes). Default 250ms.
+	TaskPollInterval time.Duration
+	// Push receives tasks whose target is an HTTP endpoint. Optional: without
+	// it such tasks wait in the push queue for a node that has one.
+	Push PushDispatcher
+	// Logger. Default slog.Default().
+	Logger *slog.Logger
+	// Clock. Default the system clock.
+	Clock Clock
+	// OnFinish, if set, is called after a saga reaches a terminal state
+	// (from the partition loop: it must not block).
+	OnFinish func(id, status string)
+}
+
+// Defaults.
+const (
+	DefaultLeaseTTL          = 10 * time.Second
+	DefaultMaxBatch          = 512
+	DefaultInboxSize         = 4096
+	DefaultIdempotencyTTL    = 24 * time.Hour
+	DefaultRetention         = 30 * 24 * time.Hour
+	DefaultMaxDeliveries     = 5
+	DefaultTimerPollInterval = time.Second
+	DefaultTaskPollInterval  = 250 * time.Millisecond
+)
+
+// PushQueue is the task queue of steps whose target is an HTTP endpoint.
+const PushQueue = "_push"
+
+// Clock is the engine's source of time; tests replace it.
+type Clock interface {
+	Now() time.Time
+}
+
+type systemClock struct{}
+
+func (systemClock) Now() time.Time { return time.Now() }
+
+// PushDispatcher takes tasks to deliver over HTTP. Dispatch must not block
+// for long; the engine calls it after the task is durable.
+type PushDispatcher interface {
+	Dispatch(t Task)
+}
+
+// Engine runs sagas. See the package documentation.
+type Engine struct {
+	cfg   Config
+	store storage.Driver
+	log   *slog.Logger
+	clock Clock
+	parts int
+
+	defs    *definitionCache
+	queues  *queueSignals
+	waiters *waiters
+
+	mu       sync.RWMutex
+	owned    map[int]*partition // partitions this node runs now
+	stopping bool
+
+	lifeMu  sync.Mutex
+	started bool
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+}
+
+// New returns an engine; Start runs it.
+func New(cfg Config) (*Engine, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("engine: Config.Store is required")
+	}
+	cfg.NodeID = cmp.Or(cfg.NodeID, "local")
+	cfg.LeaseTTL = cmp.Or(cfg.LeaseTTL, DefaultLeaseTTL)
+	cfg.MaxBatch = cmp.Or(cfg.MaxBatch, DefaultMaxBatch)
+	cfg.InboxSize = cmp.Or(cfg.InboxSize, DefaultInboxSize)
+	cfg.IdempotencyTTL = cmp.Or(cfg.IdempotencyTTL, DefaultIdempotencyTTL)
+	cfg.Retention = cmp.Or(cfg.Retention, DefaultRetention)
+	cfg.MaxDeliveries = cmp.Or(cfg.MaxDeliveries, DefaultMaxDeliveries)
+	cfg.TimerPollInterval = cmp.Or(cfg.TimerPollInterval, DefaultTimerPollInterval)
+	cfg.TaskPollInterval = cmp.Or(cfg.TaskPollInterval, DefaultTaskPollInterval)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = systemClock{}
+	}
+	if cfg.LeaseTTL < 100*time.Millisecond || cfg.MaxBatch < 1 || cfg.InboxSize < 1 || cfg.MaxDeliveries < 1 {
+		return nil, fmt.Errorf("engine: config out of range: lease ttl %s, max batch %d, inbox %d, max deliveries %d",
+			cfg.LeaseTTL, cfg.MaxBatch, cfg.InboxSize, cfg.MaxDeliveries)
+	}
+	e := &Engine{
+		cfg:     cfg,
+		store:   cfg.Store,
+		log:     cfg.Logger,
+		clock:   cfg.Clock,
+		parts:   cfg.Store.Info().Partitions,
+		defs:    newDefinitionCache(cfg.Store),
+		queues:  newQueueSignals(),
+		waiters: newWaiters(),
+		owned:   map[int]*partition{},
+	}
+	return e, nil
+}
+
+// Start takes every partition lease it can and starts their loops, the
+// lease manager and the retention sweeper. It returns once the first round
+// of acquisitions is done, so a single node is ready when Start returns.
+func (e *Engine) Start(ctx context.Context) error {
+	e.lifeMu.Lock()
+	defer e.lifeMu.Unlock()
+	if e.started {
+		return errors.New("engine: already started")
+	}
+	e.started = true
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	e.cancel = cancel
+	e.acquireFree(runCtx)
+	e.wg.Add(2)
+	go func() { defer e.wg.Done(); e.leaseLoop(runCtx) }()
+	go func() { defer e.wg.Done(); e.retentionLoop(runCtx) }()
+	return nil
+}
+
+// Stop stops intake, lets every partition loop finish its current batch,
+// releases the leases and waits for every goroutine. Safe to call twice.
+func (e *Engine) Stop(ctx context.Context) error {
+	e.lifeMu.Lock()
+	defer e.lifeMu.Unlock()
+	if !e.started || e.cancel == nil {
+		return nil
+	}
+	e.mu.Lock()
+	e.stopping = true
+	parts := make([]*partition, 0, len(e.owned))
+	for _, p := range e.owned {
+		parts = append(parts, p)
+	}
+	e.mu.Unlock()
+	e.cancel()
+	for _, p := range parts {
+		p.stop()
+	}
+	done := make(chan struct{})
+	go func() { e.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return fmt.Errorf("engine: stop: %w", ctx.Err())
+	}
+	for _, p := range parts {
+		err := e.store.LeaseRelease(ctx, &storage.LeaseReleaseParams{Partition: p.id, Owner: e.cfg.NodeID, Epoch: p.epoch})
+		if err != nil && !errors.Is(err, storage.ErrFenced) {
+			e.log.Warn("release lease", "partition", p.id, "err", err)
+		}
+	}
+	e.mu.Lock()
+	e.owned = map[int]*partition{}
+	e.mu.Unlock()
+	e.cancel = nil
+	return nil
+}
+
+// OwnedPartitions returns how many partitions this node runs now.
+func (e *Engine) OwnedPartitions() int {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return len(e.owned)
+}
+
+// Partitions returns the store's partition count.
+func (e *Engine) Partitions() int { return e.parts }
+
+// partitionFor returns the running loop of a partition.
+func (e *Engine) partitionFor(id int) (*partition, error) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	if e.stopping {
+		return nil, ErrStopped
+	}
+	p := e.owned[id]
+	if p == nil {
+		return nil, fmt.Errorf("%w: partition %d", ErrNotOwner, id)
+	}
+	return p, nil
+}

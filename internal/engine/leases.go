@@ -1,0 +1,96 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/accord-saga/accord/internal/storage"
+)
+
+// acquireFree takes every partition lease that is free, expired or already
+// this node's, and starts a loop for each partition taken.
+func (e *Engine) acquireFree(ctx context.Context) {
+	leases, err := e.store.LeaseList(ctx)
+	if err != nil {
+		e.log.Warn("list leases", "err", err)
+		return
+	}
+	now, err := e.store.Now(ctx)
+	if err != nil {
+		e.log.Warn("database clock", "err", err)
+		return
+	}
+	for _, l := range leases {
+		e.mu.RLock()
+		_, running := e.owned[l.Partition]
+		stopping := e.stopping
+		e.mu.RUnlock()
+		if running || stopping {
+			continue
+		}
+		if l.Owner != "" && l.Owner != e.cfg.NodeID && l.ExpiresAt.After(now) {
+			continue
+		}
+		lease, err := e.store.LeaseAcquire(ctx, &storage.LeaseAcquireParams{Partition: l.Partition, Owner: e.cfg.NodeID, TTL: e.cfg.LeaseTTL})
+		if errors.Is(err, storage.ErrLeaseHeld) {
+			continue
+		}
+		if err != nil {
+			e.log.Warn("acquire lease", "partition", l.Partition, "err", err)
+			continue
+		}
+		p, err := e.startPartition(ctx, lease)
+		if err != nil {
+			e.log.Warn("take over partition", "partition", l.Partition, "err", err)
+			_ = e.store.LeaseRelease(ctx, &storage.LeaseReleaseParams{Partition: lease.Partition, Owner: e.cfg.NodeID, Epoch: lease.Epoch})
+			continue
+		}
+		e.log.Debug("partition taken", "partition", p.id, "epoch", p.epoch, "sagas", len(p.sagas))
+	}
+}
+
+// leaseLoop renews held leases every third of the TTL and picks up free
+// partitions. A partition whose renewal is fenced is stopped at once.
+func (e *Engine) leaseLoop(ctx context.Context) {
+	t := time.NewTicker(e.cfg.LeaseTTL / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		e.mu.RLock()
+		parts := make([]*partition, 0, len(e.owned))
+		for _, p := range e.owned {
+			parts = append(parts, p)
+		}
+		e.mu.RUnlock()
+		for _, p := range parts {
+			_, err := e.store.LeaseRenew(ctx, &storage.LeaseRenewParams{Partition: p.id, Owner: e.cfg.NodeID, Epoch: p.epoch, TTL: e.cfg.LeaseTTL})
+			if errors.Is(err, storage.ErrFenced) {
+				e.log.Warn("lease lost", "partition", p.id, "epoch", p.epoch)
+				e.dropPartition(p)
+				continue
+			}
+			if err != nil && ctx.Err() == nil {
+				// The store may be down; the commit fencing keeps us safe,
+				// and the next tick tries again.
+				e.log.Warn("renew lease", "partition", p.id, "err", err)
+			}
+		}
+		e.acquireFree(ctx)
+	}
+}
+
+// dropPartition stops a partition's loop and forgets it, after its lease
+// was lost. Its sagas stay durable for whoever takes it next.
+func (e *Engine) dropPartition(p *partition) {
+	e.mu.Lock()
+	if e.owned[p.id] == p {
+		delete(e.owned, p.id)
+	}
+	e.mu.Unlock()
+	p.stop()
+}

@@ -1,0 +1,257 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/accord-saga/accord/internal/saga"
+	"github.com/accord-saga/accord/internal/storage"
+)
+
+// partition is one owned partition: its loop, its active sagas and timers.
+// Everything but the inbox and the stop channel is touched only by the
+// loop goroutine.
+type partition struct {
+	e     *Engine
+	id    int
+	epoch int64
+
+	inbox    chan *request
+	stopCh   chan struct{}
+	stopOnce sync.Once
+	done     chan struct{}
+
+	sagas  map[string]*sagaEntry
+	timers *timerHeap
+	// recentKeys caches idempotency keys this loop stored, so a burst of
+	// retried starts does not read the store for each.
+	recentKeys map[string]idemResult
+	// dbOffset is the database clock minus the local clock, as last seen.
+	dbOffset time.Duration
+}
+
+// sagaEntry is an active saga held in memory.
+type sagaEntry struct {
+	id      string
+	def     *saga.Definition
+	state   *saga.State
+	version int64 // stream version: events appended so far
+	key     string
+}
+
+type requestKind int
+
+const (
+	reqStart requestKind = iota
+	reqResult
+	reqTimer
+	reqCancel
+	reqOperatorRetry
+)
+
+// request is one input for a partition loop. reply, if set, receives the
+// outcome once the input's effects are durable (or have failed).
+type request struct {
+	kind   requestKind
+	sagaID string
+
+	start  *StartParams
+	result *saga.Input // for reqResult: the core input; Now is set by the loop
+	taskID string      // for reqResult: the task whose result this is
+	timer  *storage.Timer
+	reason string // for reqCancel
+
+	reply chan reply
+}
+
+type reply struct {
+	sagaID  string
+	created bool
+	err     error
+}
+
+// startPartition loads a partition's unfinished sagas and timers and starts
+// its loop.
+func (e *Engine) startPartition(ctx context.Context, lease storage.Lease) (*partition, error) {
+	p := &partition{
+		e:          e,
+		id:         lease.Partition,
+		epoch:      lease.Epoch,
+		inbox:      make(chan *request, e.cfg.InboxSize),
+		stopCh:     make(chan struct{}),
+		done:       make(chan struct{}),
+		sagas:      map[string]*sagaEntry{},
+		timers:     newTimerHeap(),
+		recentKeys: map[string]idemResult{},
+	}
+	if err := p.recover(ctx); err != nil {
+		return nil, err
+	}
+	e.mu.Lock()
+	if e.stopping {
+		e.mu.Unlock()
+		return nil, ErrStopped
+	}
+	e.owned[p.id] = p
+	e.mu.Unlock()
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		defer close(p.done)
+		p.run()
+	}()
+	return p, nil
+}
+
+// stop asks the loop to finish its current batch and exit, and waits for it
+// unless called from the loop itself.
+func (p *partition) stop() {
+	p.stopOnce.Do(func() { close(p.stopCh) })
+	<-p.done
+}
+
+// send queues a request. Starts fail fast when the inbox is full; other
+// inputs wait for room (their senders can wait, and dropping them would
+// only delay a saga).
+func (p *partition) send(ctx context.Context, r *request) error {
+	if r.kind == reqStart {
+		select {
+		case p.inbox <- r:
+			return nil
+		case <-p.stopCh:
+			return ErrStopped
+		default:
+			return ErrOverloaded
+		}
+	}
+	select {
+	case p.inbox <- r:
+		return nil
+	case <-p.stopCh:
+		return ErrStopped
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// call sends a request and waits for its reply.
+func (p *partition) call(ctx context.Context, r *request) (reply, error) {
+	r.reply = make(chan reply, 1)
+	if err := p.send(ctx, r); err != nil {
+		return reply{}, err
+	}
+	select {
+	case rep := <-r.reply:
+		return rep, rep.err
+	case <-p.done:
+		// The loop may have answered just before it stopped.
+		select {
+		case rep := <-r.reply:
+			return rep, rep.err
+		default:
+			return reply{}, ErrStopped
+		}
+	case <-ctx.Done():
+		return reply{}, ctx.Err()
+	}
+}
+
+func (p *partition) run() {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	poll := time.NewTicker(p.e.cfg.TimerPollInterval)
+	defer poll.Stop()
+	batch := make([]*request, 0, p.e.cfg.MaxBatch)
+	for {
+		p.armTimer(timer)
+		select {
+		case <-p.stopCh:
+			p.failQueued(ErrStopped)
+			return
+		case r := <-p.inbox:
+			batch = append(batch[:0], r)
+		drain:
+			for len(batch) < p.e.cfg.MaxBatch {
+				select {
+				case r := <-p.inbox:
+					batch = append(batch, r)
+				default:
+					break drain
+				}
+			}
+		case <-timer.C:
+			batch = p.dueTimers(batch[:0], false)
+		case <-poll.C:
+			batch = p.dueTimers(batch[:0], true)
+		}
+		if len(batch) == 0 {
+			continue
+		}
+		if fenced := p.process(batch); fenced {
+			p.e.log.Warn("partition fenced; stopping its loop", "partition", p.id, "epoch", p.epoch)
+			p.e.mu.Lock()
+			if p.e.owned[p.id] == p {
+				delete(p.e.owned, p.id)
+			}
+			p.e.mu.Unlock()
+			p.stopOnce.Do(func() { close(p.stopCh) })
+			p.failQueued(ErrNotOwner)
+			return
+		}
+	}
+}
+
+// failQueued answers every request still queued.
+func (p *partition) failQueued(err error) {
+	for {
+		select {
+		case r := <-p.inbox:
+			if r.reply != nil {
+				r.reply <- reply{err: err}
+			}
+		default:
+			return
+		}
+	}
+}
+
+// process steps every request of a batch through the core and commits the
+// lot at once. It reports whether the partition was fenced.
+func (p *partition) process(batch []*request) (fenced bool) {
+	w := newWork(p)
+	for _, r := range batch {
+		w.apply(r)
+	}
+	if w.empty() {
+		w.answer(nil)
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+	defer cancel()
+	res, err := p.e.store.Commit(ctx, w.params())
+	if err != nil {
+		// Nothing was written. The states the core computed are dropped:
+		// the touched sagas reload from their durable snapshots when next
+		// needed, so memory never runs ahead of the log.
+		for id := range w.touched {
+			delete(p.sagas, id)
+		}
+		if errors.Is(err, storage.ErrFenced) {
+			w.answer(fmt.Errorf("%w: partition %d", ErrNotOwner, p.id))
+			return true
+		}
+		p.e.log.Warn("commit failed", "partition", p.id, "inputs", len(batch), "err", err)
+		w.answer(fmt.Errorf("engine: commit: %w", err))
+		return false
+	}
+	w.committed(res.Now)
+	w.answer(nil)
+	return false
+}
+
+// commitTimeout bounds one commit; a store that takes longer is treated as
+// down for that batch, whose callers get an error and retry.
+const commitTimeout = 30 * time.Second

@@ -1,0 +1,377 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/accord-saga/accord/internal/saga"
+	"github.com/accord-saga/accord/internal/storage"
+)
+
+// work collects what one batch of a partition loop will commit, and what
+// the loop must do once that commit is durable.
+type work struct {
+	p   *partition
+	now time.Time
+
+	touched map[string]*pending
+	order   []string // touched saga ids in first-touch order, for a stable commit
+
+	taskInserts  map[string]storage.TaskInsert
+	taskOrder    []string
+	taskDeletes  map[string]bool
+	timerInserts map[string]pendingTimer
+	timerOrder   []string
+	timerDeletes map[string]bool
+	keys         []storage.IdempotencyKeyInsert
+	batchKeys    map[string]idemResult
+
+	pushes   []Task
+	queues   map[string]bool
+	finished []*pending
+	replies  []pendingReply
+}
+
+type pending struct {
+	entry  *sagaEntry
+	state  *saga.State
+	events []saga.Event
+	isNew  bool
+}
+
+type pendingTimer struct {
+	insert storage.TimerInsert
+}
+
+type pendingReply struct {
+	r   *request
+	rep reply
+}
+
+func newWork(p *partition) *work {
+	return &work{
+		p:            p,
+		now:          p.e.clock.Now(),
+		touched:      map[string]*pending{},
+		taskInserts:  map[string]storage.TaskInsert{},
+		taskDeletes:  map[string]bool{},
+		timerInserts: map[string]pendingTimer{},
+		timerDeletes: map[string]bool{},
+		batchKeys:    map[string]idemResult{},
+		queues:       map[string]bool{},
+	}
+}
+
+func (w *work) empty() bool {
+	return len(w.order) == 0 && len(w.taskDeletes) == 0 && len(w.timerDeletes) == 0
+}
+
+// reply records the answer for a request, sent after the commit.
+func (w *work) reply(r *request, rep reply) {
+	if r.reply != nil {
+		w.replies = append(w.replies, pendingReply{r: r, rep: rep})
+	}
+}
+
+// answer sends every recorded reply; a commit error replaces the success
+// of every request that depended on the commit.
+func (w *work) answer(commitErr error) {
+	for _, pr := range w.replies {
+		rep := pr.rep
+		if commitErr != nil && rep.err == nil {
+			rep = reply{err: commitErr}
+		}
+		pr.r.reply <- rep
+	}
+}
+
+func (w *work) apply(r *request) {
+	switch r.kind {
+	case reqStart:
+		w.applyStart(r)
+	case reqResult:
+		w.deleteTask(r.taskID)
+		w.applyStep(r, *r.result)
+	case reqTimer:
+		w.deleteTimer(r.timer.ID)
+		w.applyStep(r, saga.Input{Kind: saga.InputTimerFired, TimerID: r.timer.ID})
+	case reqCancel:
+		w.applyStep(r, saga.Input{Kind: saga.InputCancel, Reason: r.reason})
+	case reqOperatorRetry:
+		w.applyStep(r, saga.Input{Kind: saga.InputOperatorRetry})
+	}
+}
+
+func (w *work) applyStart(r *request) {
+	sp := r.start
+	reqHash := sp.hash()
+	if sp.IdempotencyKey != "" {
+		if prior, ok, err := w.lookupKey(sp.IdempotencyKey); err != nil {
+			w.reply(r, reply{err: err})
+			return
+		} else if ok {
+			if prior.RequestHash != reqHash {
+				w.reply(r, reply{err: fmt.Errorf("%w: key %q", ErrIdempotencyMismatch, sp.IdempotencyKey)})
+				return
+			}
+			w.reply(r, reply{sagaID: prior.SagaID})
+			return
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+	defer cancel()
+	def, err := w.p.e.defs.get(ctx, sp.Definition, sp.Version)
+	if err != nil {
+		w.reply(r, reply{err: err})
+		return
+	}
+	id := newSagaID(w.now)
+	state, events, cmds, err := saga.Start(def, saga.StartInput{SagaID: id, Input: sp.Input, Seed: newSeed(), Now: w.now})
+	if err != nil {
+		w.reply(r, reply{err: fmt.Errorf("%w: %w", ErrInvalidInput, err)})
+		return
+	}
+	entry := &sagaEntry{id: id, def: def, key: sp.IdempotencyKey}
+	pd := &pending{entry: entry, state: state, events: events, isNew: true}
+	w.touched[id] = pd
+	w.order = append(w.order, id)
+	w.commands(pd, cmds)
+	if sp.IdempotencyKey != "" {
+		res := idemResult{SagaID: id, RequestHash: reqHash}
+		w.batchKeys[sp.IdempotencyKey] = res
+		w.keys = append(w.keys, storage.IdempotencyKeyInsert{
+			Scope: startKeyScope, Key: sp.IdempotencyKey, Result: res.marshal(), TTL: w.p.e.cfg.IdempotencyTTL,
+		})
+	}
+	w.reply(r, reply{sagaID: id, created: true})
+}
+
+// lookupKey finds a start's idempotency key in this batch, in the loop's
+// cache, or in the store. Keys of a partition are written only by its
+// loop, so this check cannot race with another writer.
+func (w *work) lookupKey(key string) (idemResult, bool, error) {
+	if res, ok := w.batchKeys[key]; ok {
+		return res, true, nil
+	}
+	if res, ok := w.p.recentKeys[key]; ok {
+		return res, true, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+	defer cancel()
+	k, err := w.p.e.store.IdempotencyKeyGet(ctx, startKeyScope, key)
+	if errors.Is(err, storage.ErrNotFound) {
+		return idemResult{}, false, nil
+	}
+	if err != nil {
+		return idemResult{}, false, fmt.Errorf("engine: idempotency key lookup: %w", err)
+	}
+	res, err := unmarshalIdemResult(k.Result)
+	if err != nil {
+		return idemResult{}, false, err
+	}
+	return res, true, nil
+}
+
+// applyStep steps one saga through the core.
+func (w *work) applyStep(r *request, in saga.Input) {
+	pd, err := w.pendingFor(r.sagaID)
+	if err != nil {
+		w.reply(r, reply{err: err})
+		return
+	}
+	if pd == nil {
+		// The saga has ended (or never existed): a late result or timer
+		// changes nothing; its task or timer row is deleted above.
+		if r.kind == reqCancel || r.kind == reqOperatorRetry {
+			w.reply(r, reply{err: w.endedError(r.sagaID)})
+			return
+		}
+		w.reply(r, reply{sagaID: r.sagaID})
+		return
+	}
+	in.Now = w.now
+	state, events, cmds, err := saga.Step(pd.entry.def, pd.state, in)
+	if err != nil {
+		w.reply(r, reply{sagaID: r.sagaID, err: fmt.Errorf("%w: %w", ErrInvalidInput, err)})
+		return
+	}
+	pd.state = state
+	pd.events = append(pd.events, events...)
+	w.commands(pd, cmds)
+	w.reply(r, reply{sagaID: r.sagaID})
+}
+
+// endedError tells a cancel or operator retry of a saga that is not active
+// whether it ended or never existed.
+func (w *work) endedError(id string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+	defer cancel()
+	rec, err := w.p.e.store.SagaGet(ctx, id)
+	if errors.Is(err, storage.ErrNotFound) {
+		return fmt.Errorf("%w: %s", ErrSagaNotFound, id)
+	}
+	if err != nil {
+		return fmt.Errorf("engine: load saga %s: %w", id, err)
+	}
+	return fmt.Errorf("%w: saga %s is %s", saga.ErrTerminal, id, rec.Status)
+}
+
+// pendingFor returns the batch's working copy of a saga, loading it from
+// memory or, failing that, from its durable snapshot. nil means the saga is
+// not active.
+func (w *work) pendingFor(id string) (*pending, error) {
+	if pd, ok := w.touched[id]; ok {
+		return pd, nil
+	}
+	entry, err := w.p.load(id)
+	if err != nil || entry == nil {
+		return nil, err
+	}
+	pd := &pending{entry: entry, state: entry.state}
+	w.touched[id] = pd
+	w.order = append(w.order, id)
+	return pd, nil
+}
+
+func (w *work) deleteTask(id string) {
+	if _, ok := w.taskInserts[id]; ok {
+		delete(w.taskInserts, id)
+		return
+	}
+	w.taskDeletes[id] = true
+}
+
+func (w *work) deleteTimer(id string) {
+	delete(w.timerInserts, id)
+	w.timerDeletes[id] = true
+}
+
+// params assembles the batch's single commit.
+func (w *work) params() *storage.CommitParams {
+	p := &storage.CommitParams{Partition: w.p.id, Epoch: w.p.epoch, IdempotencyKeys: w.keys}
+	for _, id := range w.order {
+		pd := w.touched[id]
+		if len(pd.events) == 0 {
+			continue
+		}
+		in := make([]storage.EventInput, len(pd.events))
+		for i, ev := range pd.events {
+			data, err := ev.Marshal()
+			if err != nil {
+				// The core's events are plain data; failing to encode one
+				// is a bug, not an input error.
+				panic(fmt.Sprintf("engine: encode %s event: %v", ev.Type, err))
+			}
+			in[i] = storage.EventInput{Type: ev.Type, Data: data}
+		}
+		expected := pd.entry.version
+		if pd.isNew {
+			expected = storage.NoStream
+		}
+		p.Appends = append(p.Appends, storage.StreamAppend{Stream: streamName(id), ExpectedVersion: expected, Events: in})
+		p.SagaUpserts = append(p.SagaUpserts, storage.Saga{
+			ID:                id,
+			Partition:         w.p.id,
+			Stream:            streamName(id),
+			Definition:        pd.entry.def.Name,
+			DefinitionVersion: pd.entry.def.Version,
+			Status:            string(pd.state.Status()),
+			Terminal:          pd.state.Terminal(),
+			IdempotencyKey:    pd.entry.key,
+			State:             encodeSnapshot(pd.entry.version+int64(len(pd.events)), pd.state),
+		})
+	}
+	for _, id := range w.taskOrder {
+		if t, ok := w.taskInserts[id]; ok {
+			p.TaskInserts = append(p.TaskInserts, t)
+		}
+	}
+	for id := range w.taskDeletes {
+		p.TaskDeletes = append(p.TaskDeletes, id)
+	}
+	for _, id := range w.timerOrder {
+		if t, ok := w.timerInserts[id]; ok {
+			p.TimerInserts = append(p.TimerInserts, t.insert)
+		}
+	}
+	for id := range w.timerDeletes {
+		p.TimerDeletes = append(p.TimerDeletes, id)
+	}
+	return p
+}
+
+// committed moves the batch's results into memory and acts on the core's
+// commands, now that they are durable. dbNow is the commit's database time.
+func (w *work) committed(dbNow time.Time) {
+	p := w.p
+	p.observeClock(dbNow)
+	for _, id := range w.order {
+		pd := w.touched[id]
+		pd.entry.state = pd.state
+		pd.entry.version += int64(len(pd.events))
+		if pd.state.Terminal() {
+			delete(p.sagas, id)
+		} else {
+			p.sagas[id] = pd.entry
+		}
+	}
+	if len(p.recentKeys)+len(w.batchKeys) > maxRecentKeys {
+		clear(p.recentKeys)
+	}
+	for k, v := range w.batchKeys {
+		p.recentKeys[k] = v
+	}
+	for id := range w.timerDeletes {
+		p.timers.remove(id)
+	}
+	for _, id := range w.timerOrder {
+		if t, ok := w.timerInserts[id]; ok {
+			p.timers.push(timerEntry{id: id, sagaID: string(t.insert.Payload), dbFireAt: dbNow.Add(t.insert.Delay)})
+		}
+	}
+	for q := range w.queues {
+		p.e.queues.signal(q)
+	}
+	if push := p.e.cfg.Push; push != nil {
+		for _, t := range w.pushes {
+			push.Dispatch(t)
+		}
+	}
+	for _, pd := range w.finished {
+		status := string(pd.state.Status())
+		p.e.waiters.notify(pd.entry.id)
+		if p.e.cfg.OnFinish != nil {
+			p.e.cfg.OnFinish(pd.entry.id, status)
+		}
+	}
+}
+
+// maxRecentKeys bounds the per-partition idempotency key cache.
+const maxRecentKeys = 10_000
+
+// startKeyScope is the idempotency scope of saga starts.
+const startKeyScope = "saga.start"
+
+func streamName(id string) string { return "saga/" + id }
+
+// idemResult is what a start's idempotency key stands for.
+type idemResult struct {
+	SagaID      string `json:"saga_id"`
+	RequestHash string `json:"request_hash"`
+}
+
+func (r idemResult) marshal() []byte {
+	b, _ := json.Marshal(r) // two strings: cannot fail
+	return b
+}
+
+func unmarshalIdemResult(b []byte) (idemResult, error) {
+	var r idemResult
+	if err := json.Unmarshal(b, &r); err != nil {
+		return r, fmt.Errorf("engine: stored idempotency result: %w", err)
+	}
+	return r, nil
+}

@@ -1,0 +1,103 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/accord-saga/accord/internal/storage"
+)
+
+// Config is the whole configuration of a server. DefaultConfig fills every
+// field; the command line and ACCORD_* variables override it.
+type Config struct {
+	// Addr is the HTTP listen address. Default 127.0.0.1:7780.
+	Addr string
+	// DataDir holds the embedded SQLite store. Default "accord-data".
+	DataDir string
+	// DatabaseURL selects PostgreSQL instead of the embedded store.
+	DatabaseURL string
+	// DatabaseSchema is the PostgreSQL schema. Default "accord".
+	DatabaseSchema string
+	// Partitions is the partition count of a new store. Default 64.
+	Partitions int
+	// Durability of the embedded store: "full" (default) or "normal".
+	Durability string
+	// NodeID names this node in partition leases. Default "local" embedded,
+	// host name and process id with PostgreSQL.
+	NodeID string
+	// LeaseTTL is how long a partition lease lasts unless renewed.
+	// Default 10s.
+	LeaseTTL time.Duration
+	// ShutdownTimeout bounds a graceful shutdown. Default 30s.
+	ShutdownTimeout time.Duration
+	// LogLevel is debug, info (default), warn or error.
+	LogLevel string
+	// LogFormat is text (default) or json.
+	LogFormat string
+}
+
+// DefaultConfig returns the defaults documented on Config.
+func DefaultConfig() Config {
+	return Config{
+		Addr:            "127.0.0.1:7780",
+		DataDir:         "accord-data",
+		DatabaseSchema:  "accord",
+		Partitions:      storage.DefaultPartitions,
+		Durability:      "full",
+		LeaseTTL:        10 * time.Second,
+		ShutdownTimeout: 30 * time.Second,
+		LogLevel:        "info",
+		LogFormat:       "text",
+	}
+}
+
+// Validate reports the first bad setting, naming its flag.
+func (c *Config) Validate() error {
+	var errs []error
+	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+		errs = append(errs, fmt.Errorf("--addr %q: %w", c.Addr, err))
+	}
+	if c.DatabaseURL == "" && strings.TrimSpace(c.DataDir) == "" {
+		errs = append(errs, errors.New("--data must not be empty"))
+	}
+	if c.DatabaseURL != "" {
+		u, err := url.Parse(c.DatabaseURL)
+		if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+			errs = append(errs, fmt.Errorf("--database-url: want postgres://user@host:port/db, got %q", redactURL(c.DatabaseURL)))
+		}
+	}
+	if c.Partitions < 1 || c.Partitions > storage.MaxPartitions {
+		errs = append(errs, fmt.Errorf("--partitions %d: must be 1..%d", c.Partitions, storage.MaxPartitions))
+	}
+	if c.Durability != "full" && c.Durability != "normal" {
+		errs = append(errs, fmt.Errorf("--durability %q: must be full or normal", c.Durability))
+	}
+	if c.LeaseTTL < time.Second {
+		errs = append(errs, fmt.Errorf("--lease-ttl %s: must be at least 1s", c.LeaseTTL))
+	}
+	if c.ShutdownTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("--shutdown-timeout %s: must be positive", c.ShutdownTimeout))
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("--log-level %q: must be debug, info, warn or error", c.LogLevel))
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		errs = append(errs, fmt.Errorf("--log-format %q: must be text or json", c.LogFormat))
+	}
+	return errors.Join(errs...)
+}
+
+// redactURL hides a password in a database URL before it is printed.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
+}

@@ -1,0 +1,108 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/accord-saga/accord/internal/api"
+	"github.com/accord-saga/accord/internal/engine"
+)
+
+// Run serves until ctx is cancelled, then shuts down gracefully.
+func Run(ctx context.Context, cfg Config) error {
+	log := newLogger(cfg)
+	store, err := OpenStore(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := store.Close(); err != nil {
+			log.Error("close store", "err", err)
+		}
+	}()
+	info := store.Info()
+	log.Info("store open", "backend", info.Backend, "partitions", info.Partitions, "schema_version", info.SchemaVersion)
+
+	nodeID := cfg.NodeID
+	if nodeID == "" {
+		nodeID = "local"
+		if cfg.DatabaseURL != "" {
+			host, _ := os.Hostname()
+			nodeID = fmt.Sprintf("%s-%d", host, os.Getpid())
+		}
+	}
+	eng, err := engine.New(engine.Config{Store: store, NodeID: nodeID, LeaseTTL: cfg.LeaseTTL, Logger: log})
+	if err != nil {
+		return err
+	}
+	if err := eng.Start(ctx); err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+		defer cancel()
+		if err := eng.Stop(sctx); err != nil {
+			log.Error("stop engine", "err", err)
+		}
+	}()
+	log.Info("engine started", "node", nodeID, "partitions_owned", eng.OwnedPartitions())
+
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("--addr %s: %w", cfg.Addr, err)
+	}
+	handler := api.New(api.Config{
+		Readiness: map[string]api.ReadinessCheck{
+			"partitions": func(context.Context) error {
+				if n := eng.OwnedPartitions(); n == 0 {
+					return fmt.Errorf("0/%d owned", eng.Partitions())
+				}
+				return nil
+			},
+			"storage": func(ctx context.Context) error {
+				_, err := store.Now(ctx)
+				return err
+			},
+		},
+	})
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	log.Info("accord server listening", "addr", ln.Addr().String(), "url", "http://"+ln.Addr().String())
+
+	select {
+	case err := <-serveErr:
+		return fmt.Errorf("http server: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down", "timeout", cfg.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		log.Warn("http shutdown", "err", err)
+	}
+	<-serveErr
+	log.Info("stopped")
+	return nil
+}
+
+func newLogger(cfg Config) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.LogLevel)) // validated in Config.Validate
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+

@@ -1,0 +1,55 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/accord-saga/accord/internal/storage"
+	"github.com/accord-saga/accord/internal/storage/postgres"
+	"github.com/accord-saga/accord/internal/storage/sqlite"
+)
+
+// storeFileName is the SQLite file inside --data.
+const storeFileName = "accord.db"
+
+// OpenStore opens the store the configuration names. Bad input — a --data
+// that is a file, a file in it that is not an Accord store, an unreachable
+// database — is an error that names it; nothing is overwritten.
+func OpenStore(ctx context.Context, cfg Config) (storage.Driver, error) {
+	if cfg.DatabaseURL != "" {
+		d, err := postgres.Open(ctx, postgres.Config{
+			URL:        cfg.DatabaseURL,
+			Schema:     cfg.DatabaseSchema,
+			Partitions: cfg.Partitions,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("open PostgreSQL store %s: %w", redactURL(cfg.DatabaseURL), err)
+		}
+		return d, nil
+	}
+	dir := cfg.DataDir
+	fi, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return nil, fmt.Errorf("--data %s: %w", dir, err)
+		}
+	case err != nil:
+		return nil, fmt.Errorf("--data %s: %w", dir, err)
+	case !fi.IsDir():
+		return nil, fmt.Errorf("--data %s: not a directory (it names the directory that holds the store)", dir)
+	}
+	path := filepath.Join(dir, storeFileName)
+	d, err := sqlite.Open(ctx, sqlite.Config{
+		Path:        path,
+		Partitions:  cfg.Partitions,
+		Synchronous: cfg.Durability,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open embedded store %s: %w", path, err)
+	}
+	return d, nil
+}
