@@ -57,6 +57,7 @@ func (w *work) dispatch(pd *pending, d *saga.DispatchStep) {
 		URL:               d.Target.HTTP,
 		IdempotencyKey:    d.IdempotencyKey,
 		AttemptTimeoutMS:  d.AttemptTimeout.Milliseconds(),
+		DispatchedAtMS:    w.now.UnixMilli(),
 		Input:             d.Payload,
 	}
 	payload, err := json.Marshal(body)

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/accord-saga/accord/internal/storage"
 )
 
@@ -60,6 +62,8 @@ type Config struct {
 	Logger *slog.Logger
 	// Clock. Default the system clock.
 	Clock Clock
+	// Registerer receives the engine's Prometheus metrics. Optional.
+	Registerer prometheus.Registerer
 	// OnFinish, if set, is called after a saga reaches a terminal state
 	// (from the partition loop: it must not block).
 	OnFinish func(id, status string)
@@ -103,6 +107,7 @@ type Engine struct {
 	clock Clock
 	parts int
 
+	metrics *metrics
 	defs    *definitionCache
 	queues  *queueSignals
 	waiters *waiters
@@ -152,6 +157,7 @@ func New(cfg Config) (*Engine, error) {
 		waiters: newWaiters(),
 		owned:   map[int]*partition{},
 	}
+	e.metrics = newMetrics(e, cfg.Registerer)
 	return e, nil
 }
 
@@ -171,6 +177,10 @@ func (e *Engine) Start(ctx context.Context) error {
 	e.wg.Add(2)
 	go func() { defer e.wg.Done(); e.leaseLoop(runCtx) }()
 	go func() { defer e.wg.Done(); e.retentionLoop(runCtx) }()
+	if e.cfg.Push != nil {
+		e.wg.Add(1)
+		go func() { defer e.wg.Done(); e.pushLoop(runCtx) }()
+	}
 	return nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/accord-saga/accord/internal/saga"
@@ -29,6 +30,9 @@ type partition struct {
 	// recentKeys caches idempotency keys this loop stored, so a burst of
 	// retried starts does not read the store for each.
 	recentKeys map[string]idemResult
+	// active mirrors len(sagas) for the metrics gauge, which runs on
+	// another goroutine.
+	active atomic.Int64
 	// dbOffset is the database clock minus the local clock, as last seen.
 	dbOffset time.Duration
 }
@@ -231,7 +235,11 @@ func (p *partition) process(batch []*request) (fenced bool) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
 	defer cancel()
+	m := p.e.metrics
+	began := time.Now()
 	res, err := p.e.store.Commit(ctx, w.params())
+	m.commitDuration.Observe(time.Since(began).Seconds())
+	m.commitBatch.Observe(float64(len(batch)))
 	if err != nil {
 		// Nothing was written. The states the core computed are dropped:
 		// the touched sagas reload from their durable snapshots when next
@@ -239,10 +247,13 @@ func (p *partition) process(batch []*request) (fenced bool) {
 		for id := range w.touched {
 			delete(p.sagas, id)
 		}
+		p.active.Store(int64(len(p.sagas)))
 		if errors.Is(err, storage.ErrFenced) {
+			m.commitErrors.WithLabelValues("fenced").Inc()
 			w.answer(fmt.Errorf("%w: partition %d", ErrNotOwner, p.id))
 			return true
 		}
+		m.commitErrors.WithLabelValues("other").Inc()
 		p.e.log.Warn("commit failed", "partition", p.id, "inputs", len(batch), "err", err)
 		w.answer(fmt.Errorf("engine: commit: %w", err))
 		return false

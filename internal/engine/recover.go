@@ -61,6 +61,7 @@ func (p *partition) load(id string) (*sagaEntry, error) {
 		return nil, err
 	}
 	p.sagas[id] = entry
+	p.active.Store(int64(len(p.sagas)))
 	return entry, nil
 }
 
@@ -93,6 +94,7 @@ func (p *partition) recover(ctx context.Context) error {
 		last := recs[len(recs)-1]
 		params.AfterCreatedAt, params.AfterID = last.CreatedAt, last.ID
 	}
+	p.active.Store(int64(len(p.sagas)))
 	dbNow, err := p.e.store.Now(ctx)
 	if err != nil {
 		return fmt.Errorf("engine: recover partition %d: %w", p.id, err)

@@ -35,6 +35,7 @@ type taskBody struct {
 	URL               string          `json:"url,omitempty"`
 	IdempotencyKey    string          `json:"idempotency_key"`
 	AttemptTimeoutMS  int64           `json:"attempt_timeout_ms,omitempty"`
+	DispatchedAtMS    int64           `json:"dispatched_at_ms,omitempty"`
 	Input             json.RawMessage `json:"input,omitempty"`
 }
 
@@ -159,6 +160,7 @@ func (e *Engine) claim(ctx context.Context, queue string, max int, visibility, w
 // poison fails the attempt of a task that was delivered too often without a
 // result (its workers keep crashing on it).
 func (e *Engine) poison(ctx context.Context, t Task) {
+	e.metrics.poisonTasks.Inc()
 	err := e.complete(ctx, t, Result{
 		TaskID:       t.ID,
 		ClaimToken:   t.ClaimToken,
@@ -221,6 +223,10 @@ func (e *Engine) complete(ctx context.Context, t Task, res Result) error {
 		in.Error = saga.ErrorInfo{Code: res.ErrorCode, Message: res.ErrorMessage}
 	}
 	_, err = p.call(ctx, &request{kind: reqResult, sagaID: t.SagaID, taskID: t.ID, result: &in})
+	if err == nil && t.DispatchedAtMS > 0 {
+		d := e.clock.Now().Sub(time.UnixMilli(t.DispatchedAtMS))
+		e.metrics.stepLatency.WithLabelValues(t.Phase).Observe(max(d, 0).Seconds())
+	}
 	return err
 }
 

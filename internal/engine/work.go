@@ -93,9 +93,11 @@ func (w *work) apply(r *request) {
 	case reqStart:
 		w.applyStart(r)
 	case reqResult:
+		w.p.e.metrics.stepResults.WithLabelValues(string(r.result.Phase), string(r.result.Outcome)).Inc()
 		w.deleteTask(r.taskID)
 		w.applyStep(r, *r.result)
 	case reqTimer:
+		w.p.e.metrics.timersFired.Inc()
 		w.deleteTimer(r.timer.ID)
 		w.applyStep(r, saga.Input{Kind: saga.InputTimerFired, TimerID: r.timer.ID})
 	case reqCancel:
@@ -307,9 +309,13 @@ func (w *work) params() *storage.CommitParams {
 // commands, now that they are durable. dbNow is the commit's database time.
 func (w *work) committed(dbNow time.Time) {
 	p := w.p
+	m := p.e.metrics
 	p.observeClock(dbNow)
 	for _, id := range w.order {
 		pd := w.touched[id]
+		if pd.isNew {
+			m.sagasStarted.WithLabelValues(pd.entry.def.Name).Inc()
+		}
 		pd.entry.state = pd.state
 		pd.entry.version += int64(len(pd.events))
 		if pd.state.Terminal() {
@@ -321,6 +327,7 @@ func (w *work) committed(dbNow time.Time) {
 	if len(p.recentKeys)+len(w.batchKeys) > maxRecentKeys {
 		clear(p.recentKeys)
 	}
+	p.active.Store(int64(len(p.sagas)))
 	for k, v := range w.batchKeys {
 		p.recentKeys[k] = v
 	}
@@ -342,6 +349,7 @@ func (w *work) committed(dbNow time.Time) {
 	}
 	for _, pd := range w.finished {
 		status := string(pd.state.Status())
+		m.sagasFinished.WithLabelValues(pd.entry.def.Name, status).Inc()
 		p.e.waiters.notify(pd.entry.id)
 		if p.e.cfg.OnFinish != nil {
 			p.e.cfg.OnFinish(pd.entry.id, status)

@@ -34,6 +34,24 @@ type Config struct {
 	LeaseTTL time.Duration
 	// ShutdownTimeout bounds a graceful shutdown. Default 30s.
 	ShutdownTimeout time.Duration
+	// PushAllow lists the HTTP endpoints push steps may call: URL
+	// patterns such as http://127.0.0.1:* or CIDRs such as 10.0.0.0/8;
+	// "*" allows every target. Default none: push steps fail with
+	// target_not_allowed until the operator allows their endpoints.
+	PushAllow []string
+	// PushWorkers bounds concurrent push calls. Default 64.
+	PushWorkers int
+	// PushBreakerFailures opens an endpoint's circuit breaker after this many
+	// consecutive failures. Default 20.
+	PushBreakerFailures int
+	// PushBreakerOpen is how long an open breaker rejects calls before a
+	// half-open probe. Default 5s.
+	PushBreakerOpen time.Duration
+	// PushBulkhead caps concurrent calls per endpoint. Default 32.
+	PushBulkhead int
+	// PushBulkheadWait is how long a call waits for a bulkhead slot.
+	// Default 1s.
+	PushBulkheadWait time.Duration
 	// LogLevel is debug, info (default), warn or error.
 	LogLevel string
 	// LogFormat is text (default) or json.
@@ -50,7 +68,12 @@ func DefaultConfig() Config {
 		Durability:      "full",
 		LeaseTTL:        10 * time.Second,
 		ShutdownTimeout: 30 * time.Second,
-		LogLevel:        "info",
+		PushWorkers:         64,
+		PushBreakerFailures: 20,
+		PushBreakerOpen:     5 * time.Second,
+		PushBulkhead:        32,
+		PushBulkheadWait:    time.Second,
+		LogLevel:            "info",
 		LogFormat:       "text",
 	}
 }
@@ -81,6 +104,12 @@ func (c *Config) Validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("--shutdown-timeout %s: must be positive", c.ShutdownTimeout))
+	}
+	if c.PushWorkers < 1 || c.PushBulkhead < 1 || c.PushBreakerFailures < 1 {
+		errs = append(errs, fmt.Errorf("--push-workers, --push-bulkhead and --push-breaker-failures must be at least 1"))
+	}
+	if c.PushBreakerOpen <= 0 || c.PushBulkheadWait < 0 {
+		errs = append(errs, fmt.Errorf("--push-breaker-open must be positive and --push-bulkhead-wait not negative"))
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

@@ -10,7 +10,11 @@ import (
 	"os"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
 	"github.com/accord-saga/accord/internal/api"
+	"github.com/accord-saga/accord/internal/dispatch"
 	"github.com/accord-saga/accord/internal/engine"
 )
 
@@ -37,7 +41,26 @@ func Run(ctx context.Context, cfg Config) error {
 			nodeID = fmt.Sprintf("%s-%d", host, os.Getpid())
 		}
 	}
-	eng, err := engine.New(engine.Config{Store: store, NodeID: nodeID, LeaseTTL: cfg.LeaseTTL, Logger: log})
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// The dispatcher reports results to the engine, and the engine hands
+	// tasks to the dispatcher: the closure breaks the cycle.
+	var eng *engine.Engine
+	push, err := dispatch.New(dispatch.Config{
+		Complete: func(ctx context.Context, r engine.Result) error { return eng.CompleteTask(ctx, r) },
+		Allow:    cfg.PushAllow,
+		Workers:  cfg.PushWorkers,
+		Breaker:  dispatch.BreakerConfig{ConsecutiveFailures: uint32(cfg.PushBreakerFailures), OpenTimeout: cfg.PushBreakerOpen},
+		Bulkhead: dispatch.BulkheadConfig{MaxConcurrent: cfg.PushBulkhead, MaxWait: cfg.PushBulkheadWait},
+		Logger:   log,
+		OnBreakerChange: func(endpoint, from, to string) {
+			log.Warn("circuit breaker", "endpoint", endpoint, "from", from, "to", to)
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("push dispatch: %w", err)
+	}
+	eng, err = engine.New(engine.Config{Store: store, NodeID: nodeID, LeaseTTL: cfg.LeaseTTL, Logger: log, Push: push, Registerer: reg})
 	if err != nil {
 		return err
 	}
@@ -51,6 +74,18 @@ func Run(ctx context.Context, cfg Config) error {
 			log.Error("stop engine", "err", err)
 		}
 	}()
+	// Deferred after the engine's Stop, so it runs first at shutdown:
+	// calls in flight finish and report to a running engine.
+	if err := push.Start(context.WithoutCancel(ctx)); err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+		defer cancel()
+		if err := push.Stop(sctx); err != nil {
+			log.Warn("stop push dispatch", "err", err)
+		}
+	}()
 	log.Info("engine started", "node", nodeID, "partitions_owned", eng.OwnedPartitions())
 
 	ln, err := net.Listen("tcp", cfg.Addr)
@@ -58,6 +93,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("--addr %s: %w", cfg.Addr, err)
 	}
 	handler := api.New(api.Config{
+		Gatherer: reg,
 		Readiness: map[string]api.ReadinessCheck{
 			"partitions": func(context.Context) error {
 				if n := eng.OwnedPartitions(); n == 0 {
