@@ -55,6 +55,13 @@ type Config struct {
 	// tasks that became visible without a local signal (delays, expired
 	// claims, other nodes). Default 250ms.
 	TaskPollInterval time.Duration
+	// ReconcileInterval is how often each partition checks that every
+	// timer and task its sagas wait on is in the store, and re-creates any
+	// that is missing. Default 1m.
+	ReconcileInterval time.Duration
+	// RetentionInterval is how often finished sagas past Retention and
+	// expired idempotency keys are deleted. Default 1m.
+	RetentionInterval time.Duration
 	// Push receives tasks whose target is an HTTP endpoint. Optional: without
 	// it such tasks wait in the push queue for a node that has one.
 	Push PushDispatcher
@@ -136,6 +143,8 @@ func New(cfg Config) (*Engine, error) {
 	cfg.MaxDeliveries = cmp.Or(cfg.MaxDeliveries, DefaultMaxDeliveries)
 	cfg.TimerPollInterval = cmp.Or(cfg.TimerPollInterval, DefaultTimerPollInterval)
 	cfg.TaskPollInterval = cmp.Or(cfg.TaskPollInterval, DefaultTaskPollInterval)
+	cfg.ReconcileInterval = cmp.Or(cfg.ReconcileInterval, time.Minute)
+	cfg.RetentionInterval = cmp.Or(cfg.RetentionInterval, time.Minute)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}

@@ -20,6 +20,7 @@ type metrics struct {
 	timersFired      prometheus.Counter
 	pushRedispatched prometheus.Counter
 	poisonTasks      prometheus.Counter
+	reconciled       prometheus.Counter
 }
 
 func newMetrics(e *Engine, reg prometheus.Registerer) *metrics {
@@ -58,12 +59,15 @@ func newMetrics(e *Engine, reg prometheus.Registerer) *metrics {
 		poisonTasks: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "accord_poison_tasks_total", Help: "Task attempts failed because they were delivered MaxDeliveries times without a result.",
 		}),
+		reconciled: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "accord_reconciled_total", Help: "Timers and tasks found missing from the store and re-created by the reconciler.",
+		}),
 	}
 	if reg == nil {
 		return m
 	}
 	reg.MustRegister(m.sagasStarted, m.sagasFinished, m.stepResults, m.stepLatency, m.commitBatch,
-		m.commitDuration, m.commitErrors, m.timersFired, m.pushRedispatched, m.poisonTasks,
+		m.commitDuration, m.commitErrors, m.timersFired, m.pushRedispatched, m.poisonTasks, m.reconciled,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "accord_partitions_owned", Help: "Partitions this node holds the lease of.",
 		}, func() float64 { return float64(e.OwnedPartitions()) }),

@@ -168,6 +168,8 @@ func (p *partition) run() {
 	defer timer.Stop()
 	poll := time.NewTicker(p.e.cfg.TimerPollInterval)
 	defer poll.Stop()
+	reconcile := time.NewTicker(p.e.cfg.ReconcileInterval)
+	defer reconcile.Stop()
 	batch := make([]*request, 0, p.e.cfg.MaxBatch)
 	for {
 		p.armTimer(timer)
@@ -190,22 +192,34 @@ func (p *partition) run() {
 			batch = p.dueTimers(batch[:0], false)
 		case <-poll.C:
 			batch = p.dueTimers(batch[:0], true)
+		case <-reconcile.C:
+			if w := p.reconcileWork(); w != nil && p.commit(w, 0) {
+				p.fenced()
+				return
+			}
+			continue
 		}
 		if len(batch) == 0 {
 			continue
 		}
-		if fenced := p.process(batch); fenced {
-			p.e.log.Warn("partition fenced; stopping its loop", "partition", p.id, "epoch", p.epoch)
-			p.e.mu.Lock()
-			if p.e.owned[p.id] == p {
-				delete(p.e.owned, p.id)
-			}
-			p.e.mu.Unlock()
-			p.stopOnce.Do(func() { close(p.stopCh) })
-			p.failQueued(ErrNotOwner)
+		if p.process(batch) {
+			p.fenced()
 			return
 		}
 	}
+}
+
+// fenced retires a loop whose commit was fenced: another node holds the
+// partition now.
+func (p *partition) fenced() {
+	p.e.log.Warn("partition fenced; stopping its loop", "partition", p.id, "epoch", p.epoch)
+	p.e.mu.Lock()
+	if p.e.owned[p.id] == p {
+		delete(p.e.owned, p.id)
+	}
+	p.e.mu.Unlock()
+	p.stopOnce.Do(func() { close(p.stopCh) })
+	p.failQueued(ErrNotOwner)
 }
 
 // failQueued answers every request still queued.
@@ -229,6 +243,12 @@ func (p *partition) process(batch []*request) (fenced bool) {
 	for _, r := range batch {
 		w.apply(r)
 	}
+	return p.commit(w, len(batch))
+}
+
+// commit writes a batch's work in one commit and, once it is durable, acts
+// on it. It reports whether the partition was fenced.
+func (p *partition) commit(w *work, inputs int) (fenced bool) {
 	if w.empty() {
 		w.answer(nil)
 		return false
@@ -239,7 +259,7 @@ func (p *partition) process(batch []*request) (fenced bool) {
 	began := time.Now()
 	res, err := p.e.store.Commit(ctx, w.params())
 	m.commitDuration.Observe(time.Since(began).Seconds())
-	m.commitBatch.Observe(float64(len(batch)))
+	m.commitBatch.Observe(float64(inputs))
 	if err != nil {
 		// Nothing was written. The states the core computed are dropped:
 		// the touched sagas reload from their durable snapshots when next
@@ -254,7 +274,7 @@ func (p *partition) process(batch []*request) (fenced bool) {
 			return true
 		}
 		m.commitErrors.WithLabelValues("other").Inc()
-		p.e.log.Warn("commit failed", "partition", p.id, "inputs", len(batch), "err", err)
+		p.e.log.Warn("commit failed", "partition", p.id, "inputs", inputs, "err", err)
 		w.answer(fmt.Errorf("engine: commit: %w", err))
 		return false
 	}

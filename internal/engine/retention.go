@@ -6,16 +6,13 @@ import (
 	"time"
 )
 
-// retentionInterval is how often finished sagas and expired keys are swept.
-const retentionInterval = time.Minute
-
 // retentionBatch bounds one delete, so a sweep never holds the store long.
 const retentionBatch = 1000
 
 // retentionLoop deletes sagas that ended more than Retention ago, and
 // expired idempotency keys.
 func (e *Engine) retentionLoop(ctx context.Context) {
-	t := time.NewTicker(retentionInterval)
+	t := time.NewTicker(e.cfg.RetentionInterval)
 	defer t.Stop()
 	for {
 		select {
