@@ -28,18 +28,18 @@ func Exercise(t *testing.T, h Harness) {
 	if h.Open == nil || h.Reopen == nil {
 		t.Fatal("storagetest: Harness.Open and Harness.Reopen are required")
 	}
-	t.Run("Store", func(t *testing.T) { exerciseStore(t, h) })
-	t.Run("Streams", func(t *testing.T) { exerciseStreams(t, h) })
-	t.Run("Atomicity", func(t *testing.T) { exerciseAtomicity(t, h) })
-	t.Run("Leases", func(t *testing.T) { exerciseLeases(t, h) })
-	t.Run("IdempotencyKeys", func(t *testing.T) { exerciseIdempotencyKeys(t, h) })
-	t.Run("Tasks", func(t *testing.T) { exerciseTasks(t, h) })
-	t.Run("Timers", func(t *testing.T) { exerciseTimers(t, h) })
-	t.Run("ConsumerPositions", func(t *testing.T) { exerciseConsumerPositions(t, h) })
-	t.Run("Definitions", func(t *testing.T) { exerciseDefinitions(t, h) })
-	t.Run("Sagas", func(t *testing.T) { exerciseSagas(t, h) })
-	t.Run("Invalid", func(t *testing.T) { exerciseInvalid(t, h) })
-	t.Run("Reopen", func(t *testing.T) { exerciseReopen(t, h) })
+	t.Run("Store", func(t *testing.T) { t.Parallel(); exerciseStore(t, h) })
+	t.Run("Streams", func(t *testing.T) { t.Parallel(); exerciseStreams(t, h) })
+	t.Run("Atomicity", func(t *testing.T) { t.Parallel(); exerciseAtomicity(t, h) })
+	t.Run("Leases", func(t *testing.T) { t.Parallel(); exerciseLeases(t, h) })
+	t.Run("IdempotencyKeys", func(t *testing.T) { t.Parallel(); exerciseIdempotencyKeys(t, h) })
+	t.Run("Tasks", func(t *testing.T) { t.Parallel(); exerciseTasks(t, h) })
+	t.Run("Timers", func(t *testing.T) { t.Parallel(); exerciseTimers(t, h) })
+	t.Run("ConsumerPositions", func(t *testing.T) { t.Parallel(); exerciseConsumerPositions(t, h) })
+	t.Run("Definitions", func(t *testing.T) { t.Parallel(); exerciseDefinitions(t, h) })
+	t.Run("Sagas", func(t *testing.T) { t.Parallel(); exerciseSagas(t, h) })
+	t.Run("Invalid", func(t *testing.T) { t.Parallel(); exerciseInvalid(t, h) })
+	t.Run("Reopen", func(t *testing.T) { t.Parallel(); exerciseReopen(t, h) })
 }
 
 // testOwner is the lease owner most tests write as.
@@ -52,7 +52,7 @@ const longTTL = time.Hour
 // waits out. It is long enough that "not yet expired" checks made right
 // after a write hold on a loaded machine, and short enough to keep the
 // suite quick.
-const shortTTL = time.Second
+const shortTTL = 500 * time.Millisecond
 
 // waitLimit bounds every wait on the database clock.
 const waitLimit = 15 * time.Second
