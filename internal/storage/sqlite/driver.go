@@ -1,0 +1,229 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/accord-saga/accord/internal/storage"
+
+	_ "modernc.org/sqlite" // registers the pure-Go "sqlite" driver
+)
+
+const driverName = "sqlite"
+
+// ErrClosed is returned by calls on a closed Driver.
+var ErrClosed = errors.New("sqlite: driver is closed")
+
+// Driver is the SQLite storage backend. It is safe for concurrent use.
+type Driver struct {
+	path  string
+	info  storage.Info
+	clock clock
+
+	wdb *sql.DB   // holds the one writer connection
+	w   *writer   // owns wconn and every write
+	rdb *sql.DB   // read connections
+	r   readStmts // prepared on rdb
+
+	closed    atomic.Bool
+	closeOnce sync.Once
+	closeErr  error
+}
+
+var _ storage.Driver = (*Driver)(nil)
+
+// Open opens the store at cfg.Path, creating it if the file does not exist
+// or is empty. A file that is not an SQLite database, or an SQLite database
+// that is not an Accord store, is refused with storage.ErrNotAStore and
+// left untouched; a store written by a newer binary with
+// *storage.SchemaTooNewError, also untouched.
+func Open(ctx context.Context, cfg Config) (*Driver, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	abs, err := filepath.Abs(cfg.Path)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: path %q: %w", cfg.Path, err)
+	}
+	dir := filepath.Dir(abs)
+	if fi, err := os.Stat(dir); err != nil {
+		return nil, fmt.Errorf("sqlite: directory %s of the store: %w (the directory must exist)", dir, err)
+	} else if !fi.IsDir() {
+		return nil, fmt.Errorf("sqlite: %s, the directory of the store, is not a directory", dir)
+	}
+	exists, err := checkFile(abs)
+	if err != nil {
+		return nil, err
+	}
+	if exists {
+		if _, err := inspect(ctx, abs, cfg.BusyTimeout); err != nil {
+			return nil, err
+		}
+	}
+
+	d := &Driver{path: abs}
+	if err := d.open(ctx, cfg, abs); err != nil {
+		d.closeAll()
+		return nil, err
+	}
+	return d, nil
+}
+
+func (d *Driver) open(ctx context.Context, cfg Config, abs string) error {
+	busy := fmt.Sprintf("_pragma=busy_timeout(%d)", cfg.BusyTimeout.Milliseconds())
+	var err error
+	d.wdb, err = sql.Open(driverName, dsn(abs, busy,
+		"_pragma=journal_mode(WAL)",
+		"_pragma=synchronous("+strings.ToUpper(cfg.Synchronous)+")",
+		// A bigger page cache for the writer keeps the hot index pages of
+		// events, tasks and timers in memory (negative: KiB).
+		"_pragma=cache_size(-32768)",
+	))
+	if err != nil {
+		return fmt.Errorf("sqlite: open %s: %w", abs, err)
+	}
+	d.wdb.SetMaxOpenConns(1)
+	d.wdb.SetMaxIdleConns(1)
+	d.wdb.SetConnMaxLifetime(0)
+	d.wdb.SetConnMaxIdleTime(0)
+	conn, err := d.wdb.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("sqlite: open %s: %w", abs, err)
+	}
+	var mode string
+	if err := conn.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil || !strings.EqualFold(mode, "wal") {
+		_ = conn.Close()
+		return fmt.Errorf("sqlite: %s: journal mode is %q, want wal (%v)", abs, mode, err)
+	}
+	st, err := migrate(ctx, conn, abs, cfg.Partitions)
+	if err != nil {
+		_ = conn.Close()
+		return err
+	}
+	d.info = storage.Info{Backend: "sqlite", Partitions: st.partitions, SchemaVersion: st.version}
+
+	d.rdb, err = sql.Open(driverName, dsn(abs, busy, "_pragma=query_only(1)"))
+	if err != nil {
+		_ = conn.Close()
+		return fmt.Errorf("sqlite: open %s for reading: %w", abs, err)
+	}
+	d.rdb.SetMaxOpenConns(cfg.ReadConnections)
+	d.rdb.SetMaxIdleConns(cfg.ReadConnections)
+	d.rdb.SetConnMaxLifetime(0)
+	d.rdb.SetConnMaxIdleTime(0)
+	if err := d.r.prepare(ctx, d.rdb); err != nil {
+		_ = conn.Close()
+		return err
+	}
+	d.w, err = startWriter(ctx, conn, &d.clock, st.partitions)
+	if err != nil {
+		_ = conn.Close()
+		return err
+	}
+	return nil
+}
+
+// Close stops the writer (queued writes fail with ErrClosed) and closes
+// every connection. It is safe to call twice; it waits for the writer.
+func (d *Driver) Close() error {
+	d.closeOnce.Do(func() {
+		d.closed.Store(true)
+		d.closeErr = d.closeAll()
+	})
+	return d.closeErr
+}
+
+func (d *Driver) closeAll() error {
+	var errs []error
+	if d.w != nil {
+		errs = append(errs, d.w.stop())
+	}
+	errs = append(errs, d.r.close())
+	if d.rdb != nil {
+		errs = append(errs, d.rdb.Close())
+	}
+	if d.wdb != nil {
+		errs = append(errs, d.wdb.Close())
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("sqlite: close: %w", err)
+	}
+	return nil
+}
+
+// Info describes the open store.
+func (d *Driver) Info() storage.Info { return d.info }
+
+// Path is the absolute path of the database file.
+func (d *Driver) Path() string { return d.path }
+
+// Now is the store's clock: the host's wall clock in microseconds, never
+// going backwards while the store is open. Every write reads it once per
+// transaction.
+func (d *Driver) Now(ctx context.Context) (time.Time, error) {
+	if err := ctx.Err(); err != nil {
+		return time.Time{}, err
+	}
+	return fromMicros(d.clock.now()), nil
+}
+
+// IntegrityCheck runs SQLite's integrity_check over the whole database and
+// returns an error listing what it found unless the answer is "ok".
+func (d *Driver) IntegrityCheck(ctx context.Context) error {
+	if d.closed.Load() {
+		return ErrClosed
+	}
+	rows, err := d.rdb.QueryContext(ctx, "PRAGMA integrity_check")
+	if err != nil {
+		return fmt.Errorf("sqlite: integrity check: %w", err)
+	}
+	defer rows.Close()
+	var problems []string
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			return fmt.Errorf("sqlite: integrity check: %w", err)
+		}
+		problems = append(problems, s)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("sqlite: integrity check: %w", err)
+	}
+	if len(problems) == 1 && problems[0] == "ok" {
+		return nil
+	}
+	return fmt.Errorf("sqlite: integrity check of %s failed: %s", d.path, strings.Join(problems, "; "))
+}
+
+// clock is the store's time source. The host's wall clock may step back
+// (NTP); the store's clock holds still instead, so that times recorded in
+// position order never decrease.
+type clock struct{ last atomic.Int64 }
+
+func (c *clock) now() int64 {
+	n := time.Now().UnixMicro()
+	for {
+		l := c.last.Load()
+		if n <= l {
+			return l
+		}
+		if c.last.CompareAndSwap(l, n) {
+			return n
+		}
+	}
+}
+
+func fromMicros(us int64) time.Time { return time.UnixMicro(us).UTC() }
+
+func toMicros(t time.Time) int64 { return t.UnixMicro() }
+
+func durMicros(d time.Duration) int64 { return d.Microseconds() }
