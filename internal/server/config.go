@@ -34,6 +34,11 @@ type Config struct {
 	LeaseTTL time.Duration
 	// ShutdownTimeout bounds a graceful shutdown. Default 30s.
 	ShutdownTimeout time.Duration
+	// Retention is how long a finished saga is kept. Default 30 days.
+	Retention time.Duration
+	// IdempotencyTTL is how long a start's idempotency key is remembered.
+	// Default 24h.
+	IdempotencyTTL time.Duration
 	// PushAllow lists the HTTP endpoints push steps may call: URL
 	// patterns such as http://127.0.0.1:* or CIDRs such as 10.0.0.0/8;
 	// "*" allows every target. Default none: push steps fail with
@@ -61,20 +66,22 @@ type Config struct {
 // DefaultConfig returns the defaults documented on Config.
 func DefaultConfig() Config {
 	return Config{
-		Addr:            "127.0.0.1:7780",
-		DataDir:         "accord-data",
-		DatabaseSchema:  "accord",
-		Partitions:      storage.DefaultPartitions,
-		Durability:      "full",
-		LeaseTTL:        10 * time.Second,
-		ShutdownTimeout: 30 * time.Second,
+		Addr:                "127.0.0.1:7780",
+		DataDir:             "accord-data",
+		DatabaseSchema:      "accord",
+		Partitions:          storage.DefaultPartitions,
+		Durability:          "full",
+		LeaseTTL:            10 * time.Second,
+		ShutdownTimeout:     30 * time.Second,
+		Retention:           30 * 24 * time.Hour,
+		IdempotencyTTL:      24 * time.Hour,
 		PushWorkers:         64,
 		PushBreakerFailures: 20,
 		PushBreakerOpen:     5 * time.Second,
 		PushBulkhead:        32,
 		PushBulkheadWait:    time.Second,
 		LogLevel:            "info",
-		LogFormat:       "text",
+		LogFormat:           "text",
 	}
 }
 
@@ -104,6 +111,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("--shutdown-timeout %s: must be positive", c.ShutdownTimeout))
+	}
+	if c.Retention < time.Minute || c.IdempotencyTTL < time.Minute {
+		errs = append(errs, fmt.Errorf("--retention and --idempotency-ttl must be at least 1m"))
 	}
 	if c.PushWorkers < 1 || c.PushBulkhead < 1 || c.PushBreakerFailures < 1 {
 		errs = append(errs, fmt.Errorf("--push-workers, --push-bulkhead and --push-breaker-failures must be at least 1"))

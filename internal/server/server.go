@@ -60,7 +60,8 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("push dispatch: %w", err)
 	}
-	eng, err = engine.New(engine.Config{Store: store, NodeID: nodeID, LeaseTTL: cfg.LeaseTTL, Logger: log, Push: push, Registerer: reg})
+	eng, err = engine.New(engine.Config{Store: store, NodeID: nodeID, LeaseTTL: cfg.LeaseTTL, Logger: log, Push: push, Registerer: reg,
+		Retention: cfg.Retention, IdempotencyTTL: cfg.IdempotencyTTL})
 	if err != nil {
 		return err
 	}
@@ -141,4 +142,3 @@ func newLogger(cfg Config) *slog.Logger {
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, opts))
 }
-
