@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/accord-saga/accord/internal/storage"
 )
@@ -157,7 +158,7 @@ func (d *Driver) commit(ctx context.Context, params *storage.CommitParams) (*sto
 
 // committer holds one commit's state between its two batches.
 type committer struct {
-	conn *poolConn
+	conn *pgxpool.Conn
 	p    *storage.CommitParams
 
 	head    int64 // the partition's head after this commit

@@ -3,7 +3,7 @@ package postgres
 import (
 	"context"
 
-	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // SessionSetting reads a setting as the store's own sessions see it.
@@ -22,24 +22,8 @@ func MigrationVersions() []int {
 	return vs
 }
 
-// TestPool exposes the connection pool to the external tests.
-type TestPool struct{ p *pool }
-
-type TestConn struct{ c *poolConn }
-
-func NewTestPool(config *pgx.ConnConfig, maxConns int32) *TestPool {
-	return &TestPool{newPool(config, maxConns)}
+// AcquireConn lends out one of the store's pooled connections; the caller
+// releases it.
+func AcquireConn(ctx context.Context, d *Driver) (*pgxpool.Conn, error) {
+	return d.pool.Acquire(ctx)
 }
-
-func (p *TestPool) Acquire(ctx context.Context) (*TestConn, error) {
-	c, err := p.p.Acquire(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return &TestConn{c}, nil
-}
-
-func (p *TestPool) Close()          { p.p.Close() }
-func (c *TestConn) Conn() *pgx.Conn { return c.c.Conn() }
-func (c *TestConn) Release()        { c.c.Release() }
-func IsPoolClosed(err error) bool   { return err == errPoolClosed }

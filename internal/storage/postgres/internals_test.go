@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"sync"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/accord-saga/accord/internal/storage/postgres"
 	"github.com/accord-saga/accord/internal/storage/postgres/pgtest"
@@ -104,110 +106,171 @@ func TestOpenConnectTimeout(t *testing.T) {
 	}
 }
 
-func testPool(t *testing.T, maxConns int32) *postgres.TestPool {
+// openStore opens a store of at most maxConns connections in a fresh
+// schema; it is closed when the test ends.
+func openStore(t *testing.T, maxConns int32) *postgres.Driver {
 	t.Helper()
-	cfg, err := pgx.ParseConfig(pgtest.URL(t))
+	url, schema := pgtest.Schema(t)
+	d, err := postgres.Open(t.Context(), postgres.Config{URL: url, Schema: schema, Partitions: 1, MaxConns: maxConns})
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := postgres.NewTestPool(cfg, maxConns)
-	t.Cleanup(p.Close)
-	return p
+	t.Cleanup(func() { _ = d.Close() })
+	return d
 }
 
-func backendPID(t *testing.T, c *postgres.TestConn) int32 {
+func acquire(t *testing.T, d *postgres.Driver) *pgxpool.Conn {
+	t.Helper()
+	c, err := postgres.AcquireConn(t.Context(), d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func backendPID(t *testing.T, c *pgxpool.Conn) int32 {
 	t.Helper()
 	var pid int32
-	if err := c.Conn().QueryRow(t.Context(), `SELECT pg_backend_pid()`).Scan(&pid); err != nil {
+	if err := c.QueryRow(t.Context(), `SELECT pg_backend_pid()`).Scan(&pid); err != nil {
 		t.Fatal(err)
 	}
 	return pid
 }
 
-func TestPoolBoundsConnections(t *testing.T) {
+// eventually fails the test unless cond holds within a few seconds.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+	}
+}
+
+// waitBackendGone waits until the server backend pid has ended, that is,
+// until the store closed its connection. It asks the server, not the
+// connection, which the pool may be closing at the same time.
+func waitBackendGone(t *testing.T, pid int32) {
+	t.Helper()
+	conn, err := pgx.Connect(t.Context(), pgtest.URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	eventually(t, fmt.Sprintf("backend %d has ended", pid), func() bool {
+		var n int
+		if err := conn.QueryRow(t.Context(), `SELECT count(*) FROM pg_stat_activity WHERE pid = $1`, pid).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n == 0
+	})
+}
+
+func TestSessionSettingsOnEveryConnection(t *testing.T) {
 	t.Parallel()
-	p := testPool(t, 2)
-	a, err := p.Acquire(t.Context())
-	if err != nil {
-		t.Fatal(err)
+	const n = 3
+	d := openStore(t, n)
+	pids := map[int32]bool{}
+	for range n {
+		c := acquire(t, d)
+		defer c.Release()
+		pids[backendPID(t, c)] = true
+		var searchPath, syncCommit string
+		err := c.QueryRow(t.Context(), `SELECT current_setting('search_path'), current_setting('synchronous_commit')`).
+			Scan(&searchPath, &syncCommit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if searchPath != d.Schema() || syncCommit != "on" {
+			t.Errorf("backend %d: search_path %q, synchronous_commit %q; want %q, on", backendPID(t, c), searchPath, syncCommit, d.Schema())
+		}
 	}
-	b, err := p.Acquire(t.Context())
-	if err != nil {
-		t.Fatal(err)
+	if len(pids) != n {
+		t.Fatalf("%d connections held at once share %d backends", n, len(pids))
 	}
+}
+
+func TestMaxConnsBoundsConnections(t *testing.T) {
+	t.Parallel()
+	d := openStore(t, 2)
+	a := acquire(t, d)
+	defer a.Release()
+	b := acquire(t, d)
+	defer b.Release()
 	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
 	defer cancel()
-	if _, err := p.Acquire(ctx); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("third Acquire of a pool of 2 = %v, want the context's deadline", err)
-	}
-	pidA := backendPID(t, a)
-	a.Release()
-	a.Release() // twice is harmless, and must not free a second slot
-	c, err := p.Acquire(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if pid := backendPID(t, c); pid != pidA {
-		t.Fatalf("released connection not reused: backend %d, want %d", pid, pidA)
+	if c, err := postgres.AcquireConn(ctx, d); !errors.Is(err, context.DeadlineExceeded) {
+		if err == nil {
+			c.Release()
+		}
+		t.Fatalf("third connection of a store of 2 = %v, want the context's deadline", err)
 	}
 	ctx2, cancel2 := context.WithTimeout(t.Context(), 100*time.Millisecond)
 	defer cancel2()
-	if _, err := p.Acquire(ctx2); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("Acquire with both slots out = %v, want the context's deadline", err)
+	if _, err := d.Now(ctx2); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Now with every connection in use = %v, want the context's deadline", err)
 	}
-	b.Release()
-	c.Release()
+	a.Release()
+	if _, err := d.Now(t.Context()); err != nil {
+		t.Fatalf("Now once a connection came back: %v", err)
+	}
 }
 
-func TestPoolDiscardsConnectionInTransaction(t *testing.T) {
+func TestConnectionInTransactionIsDiscarded(t *testing.T) {
 	t.Parallel()
-	p := testPool(t, 1)
-	a, err := p.Acquire(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
+	d := openStore(t, 1)
+	a := acquire(t, d)
 	pidA := backendPID(t, a)
-	if _, err := a.Conn().Exec(t.Context(), "BEGIN"); err != nil {
+	if _, err := a.Exec(t.Context(), "BEGIN"); err != nil {
+		a.Release()
 		t.Fatal(err)
 	}
-	conn := a.Conn()
 	a.Release()
-	if !conn.IsClosed() {
-		t.Fatal("a connection released inside a transaction was kept open")
-	}
-	b, err := p.Acquire(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := acquire(t, d)
 	defer b.Release()
 	if pid := backendPID(t, b); pid == pidA {
 		t.Fatal("a connection released inside a transaction was reused")
 	}
+	waitBackendGone(t, pidA)
 }
 
-func TestPoolClose(t *testing.T) {
+func TestCloseWhileInUse(t *testing.T) {
 	t.Parallel()
-	p := testPool(t, 2)
-	idle, err := p.Acquire(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	idleConn := idle.Conn()
+	d := openStore(t, 2)
+	loaned := acquire(t, d)
+	defer loaned.Release() // a second Release is harmless
+	loanedPID := backendPID(t, loaned)
+	idle := acquire(t, d)
+	idlePID := backendPID(t, idle)
 	idle.Release()
-	loaned, err := p.Acquire(t.Context())
-	if err != nil {
-		t.Fatal(err)
+
+	closed := make(chan error, 1)
+	go func() { closed <- d.Close() }()
+	eventually(t, "calls fail once Close has begun", func() bool {
+		_, err := d.Now(t.Context())
+		return err != nil
+	})
+	waitBackendGone(t, idlePID)
+	select {
+	case err := <-closed:
+		t.Fatalf("Close returned (%v) with a connection in use", err)
+	case <-time.After(100 * time.Millisecond):
 	}
-	loanedConn := loaned.Conn()
-	p.Close()
-	p.Close()
-	if _, err := p.Acquire(t.Context()); !postgres.IsPoolClosed(err) {
-		t.Fatalf("Acquire after Close = %v, want the closed-store error", err)
+	// Work in flight on a loaned connection finishes.
+	if _, err := loaned.Exec(t.Context(), "SELECT 1"); err != nil {
+		t.Fatalf("statement on a loaned connection during Close: %v", err)
 	}
 	loaned.Release()
-	for _, c := range []*pgx.Conn{idleConn, loanedConn} {
-		if !c.IsClosed() {
-			t.Fatal("a connection survived Close")
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatalf("Close: %v", err)
 		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not return once the connection came back")
+	}
+	waitBackendGone(t, loanedPID)
+	if err := d.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
 	}
 }

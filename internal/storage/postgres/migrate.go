@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/accord-saga/accord/internal/storage"
 )
@@ -71,7 +72,7 @@ const (
 // and returns its partition count. It runs in one transaction under an
 // advisory lock on the schema's name, so that nodes starting together apply
 // each migration once; a failure leaves the schema as it was.
-func migrate(ctx context.Context, pool *pool, cfg Config) (partitions int, err error) {
+func migrate(ctx context.Context, pool *pgxpool.Pool, cfg Config) (partitions int, err error) {
 	tx, err := pool.BeginTx(ctx, pgx.TxOptions{})
 	if err != nil {
 		return 0, fmt.Errorf("postgres: migrate: begin: %w", err)

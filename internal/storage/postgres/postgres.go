@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/accord-saga/accord/internal/storage"
 )
@@ -23,7 +24,7 @@ const nowSQL = `(extract(epoch FROM clock_timestamp()) * 1000000)::bigint`
 
 // Driver is the PostgreSQL backend. It is safe for concurrent use.
 type Driver struct {
-	pool       *pool
+	pool       *pgxpool.Pool
 	schema     string
 	partitions int
 	closeOnce  sync.Once
@@ -42,10 +43,12 @@ func Open(ctx context.Context, cfg Config) (*Driver, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	cc, err := pgx.ParseConfig(cfg.URL)
+	pc, err := pgxpool.ParseConfig(cfg.URL)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: parse database URL: %w", err)
 	}
+	pc.MaxConns = cfg.MaxConns
+	cc := pc.ConnConfig
 	if cc.ConnectTimeout == 0 {
 		cc.ConnectTimeout = cfg.ConnectTimeout
 	}
@@ -57,11 +60,16 @@ func Open(ctx context.Context, cfg Config) (*Driver, error) {
 	cc.RuntimeParams["application_name"] = cmp.Or(cc.RuntimeParams["application_name"], "accord")
 	addr := net.JoinHostPort(cc.Host, strconv.Itoa(int(cc.Port)))
 
-	pool := newPool(cc, cfg.MaxConns)
+	// The pool connects lazily: the ping opens the first connection.
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: create pool: %w", err)
+	}
 	pingCtx, cancel := context.WithTimeout(ctx, cc.ConnectTimeout)
 	err = pool.Ping(pingCtx)
 	cancel()
 	if err != nil {
+		// Close also cancels a connection attempt the ping gave up on.
 		pool.Close()
 		return nil, fmt.Errorf("postgres: connect to %s: %w", addr, err)
 	}
@@ -90,8 +98,9 @@ func (d *Driver) Now(ctx context.Context) (time.Time, error) {
 	return fromMicros(us), nil
 }
 
-// Close closes the idle connections at once and those in use as they come
-// back; every call after it fails. It is safe to call twice.
+// Close closes the idle connections at once, makes every later call fail,
+// and returns once the connections in use have come back and been closed.
+// It is safe to call twice.
 func (d *Driver) Close() error {
 	d.closeOnce.Do(d.pool.Close)
 	return nil
