@@ -31,9 +31,20 @@ type callBody struct {
 	Operation         string          `json:"operation"`
 	IdempotencyKey    string          `json:"idempotency_key"`
 	Input             json.RawMessage `json:"input"`
+	// Deadline is when the attempt times out (RFC 3339), if the step has
+	// an attempt timeout.
+	Deadline string `json:"deadline,omitempty"`
 }
 
-func encodeBody(t *engine.Task) ([]byte, error) {
+// call is one task's attempt, ready to send (again, after a 202).
+type call struct {
+	task     *engine.Task
+	tgt      target
+	body     []byte
+	deadline string // RFC 3339 with milliseconds; "" when the task has no attempt timeout
+}
+
+func encodeBody(t *engine.Task, deadline string) ([]byte, error) {
 	in := t.Input
 	if len(bytes.TrimSpace(in)) == 0 {
 		in = json.RawMessage("null")
@@ -49,6 +60,7 @@ func encodeBody(t *engine.Task) ([]byte, error) {
 		Operation:         t.Operation,
 		IdempotencyKey:    t.IdempotencyKey,
 		Input:             in,
+		Deadline:          deadline,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("dispatch: encode call body: %w", err)
@@ -74,8 +86,9 @@ func checkHeaderValues(t *engine.Task) error {
 	return nil
 }
 
-func (p *Push) newRequest(ctx context.Context, tgt target, t *engine.Task, body []byte) (*http.Request, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, tgt.url.String(), bytes.NewReader(body))
+func (p *Push) newRequest(ctx context.Context, c *call) (*http.Request, error) {
+	t := c.task
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.tgt.url.String(), bytes.NewReader(c.body))
 	if err != nil {
 		return nil, fmt.Errorf("dispatch: build request: %w", err)
 	}
@@ -90,6 +103,9 @@ func (p *Push) newRequest(ctx context.Context, tgt target, t *engine.Task, body 
 	h.Set("Accord-Phase", t.Phase)
 	h.Set("Accord-Attempt", strconv.Itoa(t.Attempt))
 	h.Set("Accord-Epoch", strconv.FormatInt(t.Epoch, 10))
+	if c.deadline != "" {
+		h.Set("Accord-Deadline", c.deadline)
+	}
 	if p.cfg.Propagate != nil {
 		p.cfg.Propagate(ctx, *t, h)
 	}
@@ -102,7 +118,7 @@ func (p *Push) newRequest(ctx context.Context, tgt target, t *engine.Task, body 
 // exchange performs one HTTP request of an attempt through the endpoint's
 // bulkhead and breaker. ctx is the worker's context (cancelled when the
 // dispatcher stops hard); callCtx bounds the attempt.
-func (p *Push) exchange(ctx, callCtx context.Context, ep *endpoint, tgt target, t *engine.Task, body []byte) verdict {
+func (p *Push) exchange(ctx, callCtx context.Context, ep *endpoint, c *call) verdict {
 	// Fail fast on an open breaker without queueing for a slot.
 	if ep.breaker.State() == gobreaker.StateOpen {
 		p.stats.circuitOpen.Add(1)
@@ -126,13 +142,13 @@ func (p *Push) exchange(ctx, callCtx context.Context, ep *endpoint, tgt target, 
 		p.stats.circuitOpen.Add(1)
 		return verdict{outcome: OutcomeRetryable, code: CodeCircuitOpen, message: "circuit breaker open for " + ep.key + ": " + err.Error()}
 	}
-	v := p.roundTrip(ctx, callCtx, tgt, t, body)
+	v := p.roundTrip(ctx, callCtx, c)
 	done(v.breakerErr())
 	return v
 }
 
-func (p *Push) roundTrip(ctx, callCtx context.Context, tgt target, t *engine.Task, body []byte) verdict {
-	req, err := p.newRequest(callCtx, tgt, t, body)
+func (p *Push) roundTrip(ctx, callCtx context.Context, c *call) verdict {
+	req, err := p.newRequest(callCtx, c)
 	if err != nil {
 		return verdict{outcome: OutcomeFailure, code: CodeInvalidTask, message: err.Error(), noVerdict: true}
 	}

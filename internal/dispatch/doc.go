@@ -32,13 +32,15 @@
 //
 //	{"task_id": "...", "saga_id": "...", "definition": "order", "definition_version": 3,
 //	 "step": "reserve", "phase": "action", "attempt": 1, "operation": "",
-//	 "idempotency_key": "...", "input": {...}}
+//	 "idempotency_key": "...", "input": {...}, "deadline": "2025-01-02T03:04:05.678Z"}
 //
-// and the headers Idempotency-Key (stable across every attempt of one step
-// phase: participants deduplicate on it), Accord-Task-Id, Accord-Saga-Id,
+// ("deadline" only when the step has an attempt timeout) and the headers
+// Idempotency-Key (stable across every attempt of one step phase:
+// participants deduplicate on it), Accord-Task-Id, Accord-Saga-Id,
 // Accord-Step, Accord-Phase ("action" or "compensation"), Accord-Attempt,
-// Accord-Epoch (the fencing epoch of the partition), traceparent (W3C),
-// Content-Type: application/json and User-Agent: accord/<version>.
+// Accord-Epoch (the fencing epoch of the partition), Accord-Deadline (as
+// the body's), traceparent (W3C), Content-Type: application/json and
+// User-Agent: accord/<version>.
 //
 // The attempt is bounded by the task's attempt timeout (Config default and
 // cap). Connections are pooled and kept alive. Redirects are never

@@ -151,6 +151,13 @@ func TestHeadersAndBody(t *testing.T) {
 		if r.Method != http.MethodPost || r.URL.Path != "/reserve" || r.URL.RawQuery != "x=1" {
 			t.Errorf("request %d: %s %s", i, r.Method, r.URL)
 		}
+		deadline, err := time.Parse(time.RFC3339Nano, r.Header.Get("Accord-Deadline"))
+		if err != nil || time.Until(deadline) > 5*time.Second || time.Until(deadline) < -waitTimeout {
+			t.Errorf("request %d: Accord-Deadline %q (%v), want about 5s after the call", i, r.Header.Get("Accord-Deadline"), err)
+		}
+		if bodies[i]["deadline"] != r.Header.Get("Accord-Deadline") {
+			t.Errorf("request %d: body deadline %v differs from the header", i, bodies[i]["deadline"])
+		}
 		m := traceparentRE.FindStringSubmatch(r.Header.Get("traceparent"))
 		if m == nil {
 			t.Fatalf("request %d: traceparent %q", i, r.Header.Get("traceparent"))
@@ -202,22 +209,27 @@ func TestPropagatorHook(t *testing.T) {
 	}
 }
 
-func TestNullInput(t *testing.T) {
+func TestNullInputAndNoDeadline(t *testing.T) {
 	t.Parallel()
-	var input atomic.Value
+	var input, deadline atomic.Value
 	s, _ := server(t, func(w http.ResponseWriter, r *http.Request) {
 		var body map[string]json.RawMessage
 		_ = json.NewDecoder(r.Body).Decode(&body)
 		input.Store(string(body["input"]))
+		deadline.Store(string(body["deadline"]) + r.Header.Get("Accord-Deadline"))
 		w.WriteHeader(204)
 	})
 	b := setup(t, nil)
 	task := newTask("n1", s.URL)
 	task.Input = nil
+	task.AttemptTimeoutMS = 0 // no attempt timeout: no deadline is announced
 	b.push.Dispatch(task)
 	b.done.wait(t, "n1")
 	if got := input.Load(); got != "null" {
 		t.Errorf("input %q, want null", got)
+	}
+	if got := deadline.Load(); got != "" {
+		t.Errorf("deadline %q announced for a task without attempt timeout", got)
 	}
 }
 

@@ -257,15 +257,21 @@ func (p *Push) perform(ctx context.Context, t *engine.Task) (verdict, string) {
 	if err := checkHeaderValues(t); err != nil {
 		return verdict{outcome: OutcomeFailure, code: CodeInvalidTask, message: errText(err)}, key
 	}
-	body, err := encodeBody(t)
+	timeout := p.attemptTimeout(t)
+	c := &call{task: t, tgt: tgt}
+	if t.AttemptTimeoutMS > 0 {
+		c.deadline = time.Now().Add(timeout).UTC().Format("2006-01-02T15:04:05.000Z07:00")
+	}
+	body, err := encodeBody(t, c.deadline)
 	if err != nil {
 		return verdict{outcome: OutcomeFailure, code: CodeInvalidTask, message: errText(err)}, key
 	}
+	c.body = body
 	ep := p.eps.get(key)
-	callCtx, cancel := context.WithTimeout(ctx, p.attemptTimeout(t))
+	callCtx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	for {
-		v := p.exchange(ctx, callCtx, ep, tgt, t, body)
+		v := p.exchange(ctx, callCtx, ep, c)
 		if !v.again {
 			return v, key
 		}

@@ -3,12 +3,15 @@ package dispatch
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"strings"
 	"sync"
@@ -407,4 +410,57 @@ func TestAttemptTimeout(t *testing.T) {
 			t.Errorf("attempt timeout for %d ms: %s, want %s", ms, got, want)
 		}
 	}
+}
+
+func TestStopDoesNotWaitForPolls(t *testing.T) {
+	t.Parallel()
+	polled := make(chan struct{}, 1)
+	s, hits := server(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Retry-After", "30")
+		w.WriteHeader(http.StatusAccepted)
+		polled <- struct{}{}
+	})
+	b := setup(t, func(c *Config) { c.MaxRetryAfter = time.Minute })
+	task := newTask("p1", s.URL)
+	task.AttemptTimeoutMS = 120_000
+	b.push.Dispatch(task)
+	<-polled
+	// Between two polls nothing is in flight: Stop returns at once rather
+	// than after Retry-After, well inside this deadline.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := b.push.Stop(ctx); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	if b.done.count() != 0 || hits.Load() != 1 {
+		t.Errorf("results %d, hits %d", b.done.count(), hits.Load())
+	}
+	if st := b.push.Stats(); st.Abandoned != 1 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+func TestTLS(t *testing.T) {
+	t.Parallel()
+	s := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		writeJSON(w, 200, `{"proto":"`+r.Proto+`"}`)
+	}))
+	t.Cleanup(s.Close)
+	t.Run("untrusted certificate", func(t *testing.T) {
+		b := setup(t, nil)
+		b.push.Dispatch(newTask("u1", s.URL))
+		if r := b.done.wait(t, "u1"); r.Outcome != OutcomeRetryable || r.ErrorCode != CodeTLSError {
+			t.Fatalf("got %q %q %s", r.Outcome, r.ErrorCode, r.ErrorMessage)
+		}
+	})
+	t.Run("trusted", func(t *testing.T) {
+		roots := x509.NewCertPool()
+		roots.AddCert(s.Certificate())
+		b := setup(t, func(c *Config) { c.TLS = &tls.Config{RootCAs: roots} })
+		b.push.Dispatch(newTask("t1", s.URL))
+		if r := b.done.wait(t, "t1"); r.Outcome != OutcomeSuccess {
+			t.Fatalf("got %q %q %s", r.Outcome, r.ErrorCode, r.ErrorMessage)
+		}
+	})
 }
