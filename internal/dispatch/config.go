@@ -77,9 +77,10 @@ type Config struct {
 	// state ("closed", "open", "half-open"). It must not block.
 	OnBreakerChange func(endpoint, from, to string)
 	// Observe, if set, is called once per dispatched task when its handling
-	// ends, with the endpoint, the outcome ("success", "failure",
-	// "retryable", or "abandoned" when no result was reported) and the
-	// time from the start of the call. It must not block.
+	// ends, with the endpoint (scheme://host:port, or "invalid" for a URL
+	// that is not one), the outcome ("success", "failure", "retryable", or
+	// "abandoned" when no result was reported) and the time from the start
+	// of the call. It must not block.
 	Observe func(endpoint, outcome string, d time.Duration)
 
 	// Logger. Default slog.Default().

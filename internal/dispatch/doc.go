@@ -43,8 +43,10 @@
 // User-Agent: accord/<version>.
 //
 // The attempt is bounded by the task's attempt timeout (Config default and
-// cap). Connections are pooled and kept alive. Redirects are never
-// followed.
+// cap), counted from Dispatch: a task that waited out its timeout in the
+// queue is not called at all (Stats.Expired), since the engine has timed
+// the attempt out already. Connections are pooled and kept alive.
+// Redirects are never followed.
 //
 // # Response protocol
 //

@@ -31,7 +31,7 @@ type Push struct {
 	userAgent string
 	poll      pollTiming
 
-	queue chan engine.Task
+	queue chan queued
 	quit  chan struct{} // closed by Stop: take no more tasks
 	stats stats
 
@@ -87,7 +87,7 @@ func New(cfg Config) (*Push, error) {
 		},
 		userAgent: "accord/" + cfg.Version,
 		poll:      pollTiming{def: cfg.PollInterval, max: cfg.MaxRetryAfter},
-		queue:     make(chan engine.Task, cfg.QueueSize),
+		queue:     make(chan queued, cfg.QueueSize),
 		quit:      make(chan struct{}),
 		done:      make(chan struct{}),
 	}
@@ -180,7 +180,7 @@ func (p *Push) Dispatch(t engine.Task) {
 	default:
 	}
 	select {
-	case p.queue <- t:
+	case p.queue <- queued{task: t, at: time.Now()}:
 		p.stats.dispatched.Add(1)
 	default:
 		p.drop(t, "queue full")
@@ -215,7 +215,7 @@ func (p *Push) worker(ctx context.Context) {
 			return
 		case <-ctx.Done():
 			return
-		case t := <-p.queue:
+		case q := <-p.queue:
 			// select picks at random among ready cases: check again so
 			// that no call starts after Stop.
 			select {
@@ -224,17 +224,24 @@ func (p *Push) worker(ctx context.Context) {
 				return
 			default:
 			}
-			p.handle(ctx, &t)
+			p.handle(ctx, &q.task, q.at)
 		}
 	}
 }
 
+// queued is a task waiting for a worker, with the time it was dispatched:
+// its attempt's clock started then.
+type queued struct {
+	task engine.Task
+	at   time.Time
+}
+
 // handle performs one task's attempt and reports its result.
-func (p *Push) handle(ctx context.Context, t *engine.Task) {
+func (p *Push) handle(ctx context.Context, t *engine.Task, dispatched time.Time) {
 	start := time.Now()
 	p.stats.inFlight.Add(1)
 	defer p.stats.inFlight.Add(-1)
-	v, key := p.perform(ctx, t)
+	v, key := p.perform(ctx, t, dispatched)
 	if v.abandoned {
 		p.stats.abandoned.Add(1)
 		p.observe(key, OutcomeAbandoned, start)
@@ -245,7 +252,7 @@ func (p *Push) handle(ctx context.Context, t *engine.Task) {
 	p.complete(ctx, t, v)
 }
 
-func (p *Push) perform(ctx context.Context, t *engine.Task) (verdict, string) {
+func (p *Push) perform(ctx context.Context, t *engine.Task, dispatched time.Time) (verdict, string) {
 	tgt, err := parseTarget(t.URL)
 	if err != nil {
 		return verdict{outcome: OutcomeFailure, code: CodeInvalidTarget, message: errText(err)}, "invalid"
@@ -257,10 +264,18 @@ func (p *Push) perform(ctx context.Context, t *engine.Task) (verdict, string) {
 	if err := checkHeaderValues(t); err != nil {
 		return verdict{outcome: OutcomeFailure, code: CodeInvalidTask, message: errText(err)}, key
 	}
-	timeout := p.attemptTimeout(t)
+	// The attempt's clock started when the engine dispatched the task, not
+	// when a worker took it: a task that waited out its attempt timeout in
+	// the queue is not called at all (the engine has timed it out).
+	deadline := dispatched.Add(p.attemptTimeout(t))
+	if !time.Now().Before(deadline) {
+		p.stats.expired.Add(1)
+		p.log.Debug("push task expired in the queue", "task", t.ID, "endpoint", key)
+		return verdict{abandoned: true}, key
+	}
 	c := &call{task: t, tgt: tgt}
 	if t.AttemptTimeoutMS > 0 {
-		c.deadline = time.Now().Add(timeout).UTC().Format("2006-01-02T15:04:05.000Z07:00")
+		c.deadline = deadline.UTC().Format("2006-01-02T15:04:05.000Z07:00")
 	}
 	body, err := encodeBody(t, c.deadline)
 	if err != nil {
@@ -268,7 +283,7 @@ func (p *Push) perform(ctx context.Context, t *engine.Task) (verdict, string) {
 	}
 	c.body = body
 	ep := p.eps.get(key)
-	callCtx, cancel := context.WithTimeout(ctx, timeout)
+	callCtx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	for {
 		v := p.exchange(ctx, callCtx, ep, c)

@@ -464,3 +464,42 @@ func TestTLS(t *testing.T) {
 		}
 	})
 }
+
+func TestTaskExpiredInQueueIsNotCalled(t *testing.T) {
+	t.Parallel()
+	s, hits := server(t, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(204) })
+	observed := make(chan string, 2)
+	done := newCompleter()
+	p, err := New(Config{
+		Complete: done.Complete, Allow: []string{"127.0.0.1"}, Workers: 1, Logger: slog.New(slog.DiscardHandler),
+		Observe: func(_, outcome string, _ time.Duration) { observed <- outcome },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := newTask("old", s.URL)
+	old.AttemptTimeoutMS = 1000
+	// Dispatched a minute ago: its attempt timed out while it waited.
+	p.queue <- queued{task: old, at: time.Now().Add(-time.Minute)}
+	p.Dispatch(newTask("fresh", s.URL))
+	if err := p.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := p.Stop(context.Background()); err != nil {
+			t.Error(err)
+		}
+	}()
+	if o := <-observed; o != OutcomeAbandoned {
+		t.Fatalf("old task observed %q", o)
+	}
+	if r := done.wait(t, "fresh"); r.Outcome != OutcomeSuccess {
+		t.Fatalf("fresh: %+v", r)
+	}
+	if _, ok := done.get("old"); ok || hits.Load() != 1 {
+		t.Errorf("expired task was called or reported (hits %d)", hits.Load())
+	}
+	if st := p.Stats(); st.Expired != 1 || st.Abandoned != 1 {
+		t.Errorf("stats %+v", st)
+	}
+}

@@ -51,7 +51,7 @@ func TestBreakerOpensRejectsProbesAndCloses(t *testing.T) {
 	})
 	var tr transitions
 	b := setup(t, func(c *Config) {
-		c.Breaker = BreakerConfig{ConsecutiveFailures: 3, FailureRatio: -1, OpenTimeout: 200 * time.Millisecond}
+		c.Breaker = BreakerConfig{ConsecutiveFailures: 3, FailureRatio: -1, OpenTimeout: time.Second}
 		c.OnBreakerChange = tr.add
 	})
 	ep := endpointOf(s)
@@ -122,7 +122,7 @@ func TestBreakerHalfOpenFailureReopens(t *testing.T) {
 	})
 	var tr transitions
 	b := setup(t, func(c *Config) {
-		c.Breaker = BreakerConfig{ConsecutiveFailures: 2, FailureRatio: -1, OpenTimeout: 100 * time.Millisecond}
+		c.Breaker = BreakerConfig{ConsecutiveFailures: 2, FailureRatio: -1, OpenTimeout: time.Second}
 		c.OnBreakerChange = tr.add
 	})
 	ep := endpointOf(s)

@@ -26,8 +26,12 @@ type Stats struct {
 	Failure   uint64
 	Retryable uint64
 	// Abandoned counts tasks that ended without a result: cut off by a
-	// stop, left queued at a stop, or still working at the attempt timeout.
+	// stop, left queued at a stop, expired in the queue, or still working
+	// at the attempt timeout.
 	Abandoned uint64
+	// Expired counts tasks (among Abandoned) that waited in the queue past
+	// their attempt timeout and were not called: a backlog.
+	Expired uint64
 	// Rejections by this node's resilience guards.
 	CircuitOpen      uint64
 	BulkheadFull     uint64
@@ -40,7 +44,7 @@ type Stats struct {
 type stats struct {
 	inFlight                                                    atomic.Int64
 	dispatched, dropped, requests                               atomic.Uint64
-	success, failure, retryable, abandoned                      atomic.Uint64
+	success, failure, retryable, abandoned, expired             atomic.Uint64
 	circuitOpen, bulkheadFull, targetNotAllowed, completeErrors atomic.Uint64
 }
 
@@ -73,6 +77,7 @@ func (p *Push) Stats() Stats {
 		Failure:          s.failure.Load(),
 		Retryable:        s.retryable.Load(),
 		Abandoned:        s.abandoned.Load(),
+		Expired:          s.expired.Load(),
 		CircuitOpen:      s.circuitOpen.Load(),
 		BulkheadFull:     s.bulkheadFull.Load(),
 		TargetNotAllowed: s.targetNotAllowed.Load(),
