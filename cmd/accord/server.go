@@ -8,6 +8,7 @@ import (
 
 func newServerCommand() *cobra.Command {
 	cfg := server.DefaultConfig()
+	cfg.Version = version
 	cmd := &cobra.Command{
 		Use:   "server",
 		Short: "Run the Accord server",

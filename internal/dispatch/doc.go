@@ -65,7 +65,10 @@
 //     per its retry policy.
 //   - Connection errors, TLS errors and timeouts: "retryable", codes
 //     connection_error, tls_error, timeout. A timeout means the outcome is
-//     unknown: the participant may have acted.
+//     unknown: the participant may have acted. The server therefore does
+//     not pass a timeout result on to the engine; the attempt's own timeout
+//     records it as timed out (outcome unknown), so that a rolled-back
+//     saga compensates the step.
 //   - Other 4xx, and every 3xx: "failure", code http_<status>: the
 //     participant refuses the request itself, and retrying cannot help.
 //   - A 2xx whose body is not JSON: "retryable", invalid_response. A 2xx

@@ -14,6 +14,11 @@ import (
 // nodes' push pollers once the attempt could no longer be running.
 const pushClaimGrace = 5 * time.Second
 
+// pushUnboundedCall is the claim given to a push attempt without an
+// attempt timeout: the dispatcher still bounds every call (no remote call
+// goes without a timeout), by 30s unless configured otherwise.
+const pushUnboundedCall = 30 * time.Second
+
 // commands turns the core's commands for one saga into rows of the batch's
 // commit and into actions for after it.
 func (w *work) commands(pd *pending, cmds []saga.Command) {
@@ -71,7 +76,11 @@ func (w *work) dispatch(pd *pending, d *saga.DispatchStep) {
 			// Claimed by this node from the start: it calls the endpoint
 			// itself right after the commit, with no claim round trip.
 			ins.ClaimToken = storage.NewToken()
-			ins.ClaimFor = d.AttemptTimeout + pushClaimGrace
+			call := d.AttemptTimeout
+			if call <= 0 {
+				call = pushUnboundedCall
+			}
+			ins.ClaimFor = call + pushClaimGrace
 			w.pushes = append(w.pushes, Task{ID: d.TaskID, ClaimToken: ins.ClaimToken, Queue: PushQueue, Deliveries: 1, taskBody: body})
 		}
 	} else {

@@ -213,7 +213,7 @@ func verifyCrash(t *testing.T, dir string, sagas int, acked map[int]string, kill
 		got := effects[id]
 		if rec.Status != wantStatus || strings.Join(got, ",") != strings.Join(want, ",") {
 			wrong++
-			t.Errorf("saga %d (%s, fails at %q): status %s, effects %v; want %s, %v", i, id, fail, rec.Status, got, wantStatus, want)
+			t.Errorf("saga %d (%s, fails at %q): status %s, effects %v; want %s, %v; log: %s", i, id, fail, rec.Status, got, wantStatus, want, failures(events))
 		}
 	}
 	redeliveries := deliveries - countEffects(effects)
@@ -267,6 +267,17 @@ func duplicateResults(events []storage.Event) int {
 		seen[k] = true
 	}
 	return dups
+}
+
+// failures summarizes the failed attempts in a saga's log.
+func failures(events []storage.Event) string {
+	var out []string
+	for _, ev := range events {
+		if strings.Contains(ev.Type, "failed") || strings.Contains(ev.Type, "timed_out") {
+			out = append(out, ev.Type+" "+string(ev.Data))
+		}
+	}
+	return strings.Join(out, "; ")
 }
 
 func countEffects(m map[string][]string) int {

@@ -74,6 +74,20 @@ func (e *Engine) RegisterDefinition(ctx context.Context, doc []byte) (rec storag
 	if err != nil {
 		return storage.Definition{}, false, fmt.Errorf("%w: %w", ErrInvalidInput, err)
 	}
+	if check := e.cfg.CheckTarget; check != nil {
+		for i, st := range d.Steps {
+			targets := map[string]*saga.Target{"action": &st.Action, "compensation": st.Compensation}
+			for _, field := range []string{"action", "compensation"} {
+				t := targets[field]
+				if t == nil || t.HTTP == "" {
+					continue
+				}
+				if err := check(t.HTTP); err != nil {
+					return storage.Definition{}, false, fmt.Errorf("%w: steps[%d].%s.http: %w", ErrInvalidInput, i, field, err)
+				}
+			}
+		}
+	}
 	rec, created, err = e.store.DefinitionPut(ctx, &storage.Definition{
 		Name: d.Name, Version: d.Version, Content: d.Canonical(), Hash: d.Hash(),
 	})

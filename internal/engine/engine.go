@@ -69,6 +69,10 @@ type Config struct {
 	Logger *slog.Logger
 	// Clock. Default the system clock.
 	Clock Clock
+	// CheckTarget, if set, vets every http target of a definition at
+	// registration (the push allowlist), so a definition that could never
+	// run is refused up front.
+	CheckTarget func(url string) error
 	// Registerer receives the engine's Prometheus metrics. Optional.
 	Registerer prometheus.Registerer
 	// OnFinish, if set, is called after a saga reaches a terminal state

@@ -57,6 +57,9 @@ type Config struct {
 	// PushBulkheadWait is how long a call waits for a bulkhead slot.
 	// Default 1s.
 	PushBulkheadWait time.Duration
+	// Version is the binary's version, sent as accord/VERSION in the
+	// User-Agent of push calls. Set by the command, not a flag.
+	Version string
 	// LogLevel is debug, info (default), warn or error.
 	LogLevel string
 	// LogFormat is text (default) or json.

@@ -47,21 +47,29 @@ func Run(ctx context.Context, cfg Config) error {
 	// tasks to the dispatcher: the closure breaks the cycle.
 	var eng *engine.Engine
 	push, err := dispatch.New(dispatch.Config{
-		Complete: func(ctx context.Context, r engine.Result) error { return eng.CompleteTask(ctx, r) },
+		Complete: func(ctx context.Context, r engine.Result) error {
+			if r.ErrorCode == dispatch.CodeTimeout {
+				// The call timed out: the participant may or may not have
+				// acted. That is not a failure to report but an unknown
+				// outcome, which the attempt's own timeout records as such
+				// (so the step is compensated if the saga rolls back).
+				return nil
+			}
+			return eng.CompleteTask(ctx, r)
+		},
+		Version:  cfg.Version,
 		Allow:    cfg.PushAllow,
 		Workers:  cfg.PushWorkers,
 		Breaker:  dispatch.BreakerConfig{ConsecutiveFailures: uint32(cfg.PushBreakerFailures), OpenTimeout: cfg.PushBreakerOpen},
 		Bulkhead: dispatch.BulkheadConfig{MaxConcurrent: cfg.PushBulkhead, MaxWait: cfg.PushBulkheadWait},
 		Logger:   log,
-		OnBreakerChange: func(endpoint, from, to string) {
-			log.Warn("circuit breaker", "endpoint", endpoint, "from", from, "to", to)
-		},
 	})
 	if err != nil {
 		return fmt.Errorf("push dispatch: %w", err)
 	}
+	reg.MustRegister(pushCollector{push: push})
 	eng, err = engine.New(engine.Config{Store: store, NodeID: nodeID, LeaseTTL: cfg.LeaseTTL, Logger: log, Push: push, Registerer: reg,
-		Retention: cfg.Retention, IdempotencyTTL: cfg.IdempotencyTTL})
+		Retention: cfg.Retention, IdempotencyTTL: cfg.IdempotencyTTL, CheckTarget: push.CheckURL})
 	if err != nil {
 		return err
 	}
