@@ -112,6 +112,18 @@ func (tx *wtx) commit(p *storage.CommitParams) (*storage.CommitResult, error) {
 		}
 	}
 
+	// Deletes before inserts: a commit may replace a task or timer by
+	// deleting and inserting its id.
+	for _, id := range p.TaskDeletes {
+		if _, err := s.taskDelete.Exec(id); err != nil {
+			return nil, fmt.Errorf("sqlite: commit: delete task %q: %w", id, err)
+		}
+	}
+	for _, id := range p.TimerDeletes {
+		if _, err := s.timerDelete.Exec(id); err != nil {
+			return nil, fmt.Errorf("sqlite: commit: delete timer %q: %w", id, err)
+		}
+	}
 	for i := range p.TaskInserts {
 		t := &p.TaskInserts[i]
 		visible, deliveries := tx.now+durMicros(t.Delay), 0
@@ -126,11 +138,6 @@ func (tx *wtx) commit(p *storage.CommitParams) (*storage.CommitResult, error) {
 			return nil, fmt.Errorf("sqlite: commit: %w: task %q exists", storage.ErrInvalid, t.ID)
 		}
 	}
-	for _, id := range p.TaskDeletes {
-		if _, err := s.taskDelete.Exec(id); err != nil {
-			return nil, fmt.Errorf("sqlite: commit: delete task %q: %w", id, err)
-		}
-	}
 	for i := range p.TimerInserts {
 		t := &p.TimerInserts[i]
 		r, err := s.timerInsert.Exec(t.ID, p.Partition, tx.now+durMicros(t.Delay), t.Payload)
@@ -139,11 +146,6 @@ func (tx *wtx) commit(p *storage.CommitParams) (*storage.CommitResult, error) {
 		}
 		if n, err := r.RowsAffected(); err != nil || n != 1 {
 			return nil, fmt.Errorf("sqlite: commit: %w: timer %q exists", storage.ErrInvalid, t.ID)
-		}
-	}
-	for _, id := range p.TimerDeletes {
-		if _, err := s.timerDelete.Exec(id); err != nil {
-			return nil, fmt.Errorf("sqlite: commit: delete timer %q: %w", id, err)
 		}
 	}
 	for _, c := range p.ConsumerPositions {

@@ -67,6 +67,29 @@ func exerciseTimers(t *testing.T, h Harness) {
 		}
 	})
 
+	t.Run("ReplaceInOneCommit", func(t *testing.T) {
+		t.Parallel()
+		s := open(t, h, 1)
+		s.commit(0, &storage.CommitParams{
+			TimerInserts: []storage.TimerInsert{{ID: "re-armed", Delay: longTTL, Payload: []byte("old")}},
+			TaskInserts:  []storage.TaskInsert{{ID: "re-queued", Queue: "q", Payload: []byte("old")}},
+		})
+		// Deletes are applied before inserts, so one commit replaces a row.
+		s.commit(0, &storage.CommitParams{
+			TimerDeletes: []string{"re-armed"},
+			TimerInserts: []storage.TimerInsert{{ID: "re-armed", Payload: []byte("new")}},
+			TaskDeletes:  []string{"re-queued"},
+			TaskInserts:  []storage.TaskInsert{{ID: "re-queued", Queue: "q", Payload: []byte("new")}},
+		})
+		if got := due(t, s, 0, 10); len(got) != 1 || got[0].ID != "re-armed" || string(got[0].Payload) != "new" {
+			t.Fatalf("after replacing the timer, due = %+v; want re-armed with the new payload, due now", got)
+		}
+		task, err := s.d.TaskGet(s.ctx, "re-queued")
+		if err != nil || string(task.Payload) != "new" {
+			t.Fatalf("after replacing the task: %+v, %v; want the new payload", task, err)
+		}
+	})
+
 	t.Run("ListPaging", func(t *testing.T) {
 		t.Parallel()
 		s := open(t, h, 2)
