@@ -224,7 +224,7 @@ type Task struct {
 	Queue      string
 	Payload    []byte
 	Deliveries int    // how many times it has been claimed
-	ClaimToken string // current claim token ("" if never claimed)
+	ClaimToken string // current claim token ("" if not claimed: never, or released)
 	VisibleAt  time.Time
 	CreatedAt  time.Time
 }
