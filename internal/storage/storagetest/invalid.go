@@ -143,6 +143,26 @@ func exerciseInvalid(t *testing.T, h Harness) {
 				return err
 			}},
 		}
+		nils := []struct {
+			name string
+			call func() error
+		}{
+			{"commit nil", func() error { _, err := d.Commit(ctx, nil); return err }},
+			{"stream read nil", func() error { _, err := d.StreamRead(ctx, nil); return err }},
+			{"partition read nil", func() error { _, err := d.PartitionRead(ctx, nil); return err }},
+			{"task claim nil", func() error { _, err := d.TaskClaim(ctx, nil); return err }},
+			{"task heartbeat nil", func() error { _, err := d.TaskHeartbeat(ctx, nil); return err }},
+			{"task release nil", func() error { return d.TaskRelease(ctx, nil) }},
+			{"timer due nil", func() error { _, err := d.TimerDue(ctx, nil); return err }},
+			{"timer list nil", func() error { _, err := d.TimerList(ctx, nil); return err }},
+			{"lease acquire nil", func() error { _, err := d.LeaseAcquire(ctx, nil); return err }},
+			{"lease renew nil", func() error { _, err := d.LeaseRenew(ctx, nil); return err }},
+			{"lease release nil", func() error { return d.LeaseRelease(ctx, nil) }},
+			{"definition list nil", func() error { _, err := d.DefinitionList(ctx, nil); return err }},
+			{"saga list nil", func() error { _, err := d.SagaList(ctx, nil); return err }},
+			{"saga delete nil", func() error { _, err := d.SagaDeleteEnded(ctx, nil); return err }},
+		}
+		calls = append(calls, nils...)
 		for _, c := range calls {
 			wantErr(t, c.name, c.call(), storage.ErrInvalid)
 		}
