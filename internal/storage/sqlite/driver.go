@@ -87,6 +87,9 @@ func (d *Driver) open(ctx context.Context, cfg Config, abs string) error {
 		// A bigger page cache for the writer keeps the hot index pages of
 		// events, tasks and timers in memory (negative: KiB).
 		"_pragma=cache_size(-32768)",
+		// After a checkpoint resets the write-ahead log, truncate its file
+		// to this size rather than keep the largest it ever grew to.
+		"_pragma=journal_size_limit(67108864)",
 	))
 	if err != nil {
 		return fmt.Errorf("sqlite: open %s: %w", abs, err)
