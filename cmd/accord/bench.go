@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"runtime/pprof"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -10,10 +11,53 @@ import (
 )
 
 func newBenchCommand() *cobra.Command {
+	var cfg bench.SagaConfig
+	var asJSON bool
+	var cpuProfile string
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Measure Accord on this machine",
+		Long: `Runs sagas against an engine in this process and reports throughput
+(first start to last end), end-to-end and start-acknowledgement latency,
+CPU per saga and peak memory, and — measured in the same run on the same
+store — the store's batched append rate, so the figures read as ratios.
+
+CPU and memory are the whole process's: engine, participant and load
+generator together, so they are an upper bound for the server alone.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cpuProfile != "" {
+				f, err := os.Create(cpuProfile)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return err
+				}
+				defer pprof.StopCPUProfile()
+			}
+			res, err := bench.RunSaga(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			return bench.WriteSagaResult(os.Stdout, res, asJSON)
+		},
 	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Workload, "workload", "transfer", "transfer (2 steps) or order (4 steps)")
+	f.StringVar(&cfg.Mode, "mode", "push", "push (HTTP participant on loopback) or pull (workers polling task queues)")
+	f.StringVar(&cfg.Store, "store", "sqlite", "sqlite or postgres")
+	f.StringVar(&cfg.DatabaseURL, "database-url", "", "PostgreSQL URL (with --store postgres); the benchmark uses a schema of its own and drops it")
+	f.StringVar(&cfg.Durability, "durability", "full", "SQLite durability: full (fsync before acknowledging) or normal (reported as such)")
+	f.IntVar(&cfg.Sagas, "sagas", 2000, "sagas to measure")
+	f.IntVar(&cfg.Concurrency, "concurrency", 50, "concurrent submitters")
+	f.IntVar(&cfg.Warmup, "warmup", 200, "sagas run before measuring")
+	f.Float64Var(&cfg.FailRate, "fail-rate", 0, "share of sagas whose last step fails (they compensate)")
+	f.IntVar(&cfg.Partitions, "partitions", 16, "partitions of the benchmark store")
+	f.BoolVar(&asJSON, "json", false, "print one JSON object")
+	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
+	bindEnv(cmd)
 	cmd.AddCommand(newBenchStorageCommand())
 	return cmd
 }

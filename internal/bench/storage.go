@@ -37,6 +37,8 @@ type StorageConfig struct {
 	Writers int
 	// Partitions of the store. Default 16.
 	Partitions int
+	// Durability of the SQLite store: "full" (default) or "normal".
+	Durability string
 }
 
 // StorageResult is one measurement.
@@ -139,7 +141,7 @@ func openBenchStore(ctx context.Context, cfg StorageConfig, backend string) (sto
 		if err != nil {
 			return nil, nil, err
 		}
-		d, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(dir, "accord.db"), Partitions: cfg.Partitions})
+		d, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(dir, "accord.db"), Partitions: cfg.Partitions, Synchronous: cfg.Durability})
 		if err != nil {
 			return nil, nil, err
 		}

@@ -23,6 +23,7 @@ import (
 	"github.com/accord-saga/accord/internal/engine"
 	"github.com/accord-saga/accord/internal/storage"
 	"github.com/accord-saga/accord/internal/storage/sqlite"
+	"github.com/accord-saga/accord/sdk/guard"
 )
 
 // The crash recovery test: a child process runs an engine, starts N sagas
@@ -401,9 +402,11 @@ func crashChild() error {
 	return nil
 }
 
-// crashWorker serves one queue with a slow participant whose effects are
-// guarded by a unique (saga, step, phase) row in its own database,
-// written in the same transaction as the effect.
+// crashWorker serves one queue with a slow participant whose effects go
+// through the SDK's idempotency guard, in the same transaction as the
+// effect: a duplicate delivery is a no-op, a compensation of an action that
+// never ran is a recorded no-op, and an action after its compensation is
+// refused.
 func crashWorker(ctx context.Context, e *engine.Engine, ledger *sql.DB, queue string) {
 	for ctx.Err() == nil {
 		tasks, err := e.PollTasks(ctx, engine.PollParams{Queue: queue, Max: 4, Visibility: time.Second, Wait: 200 * time.Millisecond})
@@ -420,8 +423,14 @@ func crashWorker(ctx context.Context, e *engine.Engine, ledger *sql.DB, queue st
 			}
 			if task.Phase == "action" && failingStep(in.I) == task.Step {
 				res = engine.Result{TaskID: task.ID, ClaimToken: task.ClaimToken, Outcome: "failure", ErrorCode: "declined"}
-			} else if _, err := ledger.ExecContext(ctx, `INSERT OR IGNORE INTO effects(saga, step, phase) VALUES (?,?,?)`, task.SagaID, task.Step, task.Phase); err != nil {
-				return
+			} else {
+				refused, err := guardedEffect(ctx, ledger, task)
+				if err != nil {
+					return // the process is going down, or the ledger is busy: redelivery will redo it
+				}
+				if refused {
+					res = engine.Result{TaskID: task.ID, ClaimToken: task.ClaimToken, Outcome: "failure", ErrorCode: "compensated"}
+				}
 			}
 			if err := e.CompleteTask(ctx, res); err != nil && ctx.Err() == nil {
 				// A lost claim or an ended saga: the effect is guarded, so
@@ -432,14 +441,55 @@ func crashWorker(ctx context.Context, e *engine.Engine, ledger *sql.DB, queue st
 	}
 }
 
+var ledgerGuard = func() *guard.Guard {
+	g, err := guard.New(guard.Options{Dialect: guard.SQLite})
+	if err != nil {
+		panic(err)
+	}
+	return g
+}()
+
+// guardedEffect records a step's effect through the guard, in one ledger
+// transaction. refused means an action arrived after its compensation.
+func guardedEffect(ctx context.Context, ledger *sql.DB, task engine.Task) (refused bool, err error) {
+	tx, err := ledger.BeginTx(ctx, nil)
+	if err != nil {
+		return false, err
+	}
+	defer tx.Rollback()
+	key, phase, err := guard.KeyFromTask(task.SagaID, task.Step, task.Phase)
+	if err != nil {
+		return false, err
+	}
+	effect := func() error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO effects(saga, step, phase) VALUES (?,?,?)`, task.SagaID, task.Step, task.Phase)
+		return err
+	}
+	if phase == guard.PhaseAction {
+		_, _, err = ledgerGuard.Action(ctx, tx, key, func() ([]byte, error) { return nil, effect() })
+	} else {
+		_, err = ledgerGuard.Compensate(ctx, tx, key, effect)
+	}
+	if errors.Is(err, guard.ErrCompensated) {
+		return true, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return false, tx.Commit()
+}
+
 func openLedger(path string) (*sql.DB, error) {
-	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(10000)")
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(10000)&_txlock=immediate")
 	if err != nil {
 		return nil, err
 	}
 	db.SetMaxOpenConns(1)
-	_, err = db.Exec(`CREATE TABLE IF NOT EXISTS effects(seq INTEGER PRIMARY KEY AUTOINCREMENT, saga TEXT, step TEXT, phase TEXT, UNIQUE(saga, step, phase));
+	_, err = db.Exec(`CREATE TABLE IF NOT EXISTS effects(seq INTEGER PRIMARY KEY AUTOINCREMENT, saga TEXT, step TEXT, phase TEXT);
 CREATE TABLE IF NOT EXISTS deliveries(saga TEXT, step TEXT, phase TEXT, attempt INTEGER);`)
+	if err == nil {
+		err = ledgerGuard.Migrate(context.Background(), db)
+	}
 	if err != nil {
 		db.Close()
 		return nil, err
