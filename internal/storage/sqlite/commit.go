@@ -51,13 +51,13 @@ func (d *Driver) Commit(ctx context.Context, params *storage.CommitParams) (*sto
 // commit applies p inside the current transaction (or savepoint).
 func (tx *wtx) commit(p *storage.CommitParams) (*storage.CommitResult, error) {
 	s := tx.s
-	var epoch, expires, head int64
-	if err := s.partitionGet.QueryRow(p.Partition).Scan(&epoch, &expires, &head); err != nil {
-		return nil, fmt.Errorf("sqlite: commit: read partition %d: %w", p.Partition, err)
+	part, err := tx.partition(p.Partition)
+	if err != nil {
+		return nil, err
 	}
-	if epoch != p.Epoch || tx.now >= expires {
+	if part.epoch != p.Epoch || tx.now >= part.expires {
 		return nil, fmt.Errorf("sqlite: commit to partition %d at epoch %d: %w (lease epoch %d, expired: %t)",
-			p.Partition, p.Epoch, storage.ErrFenced, epoch, tx.now >= expires)
+			p.Partition, p.Epoch, storage.ErrFenced, part.epoch, tx.now >= part.expires)
 	}
 	for i := range p.IdempotencyKeys {
 		if err := tx.keyInsert(p.Partition, &p.IdempotencyKeys[i]); err != nil {
@@ -73,7 +73,7 @@ func (tx *wtx) commit(p *storage.CommitParams) (*storage.CommitResult, error) {
 	if n > 0 {
 		res.Events = make([]storage.Event, 0, n)
 	}
-	pos := head
+	pos := part.head
 	for i := range p.Appends {
 		a := &p.Appends[i]
 		var partition, version int64
@@ -106,12 +106,6 @@ func (tx *wtx) commit(p *storage.CommitParams) (*storage.CommitResult, error) {
 			return nil, fmt.Errorf("sqlite: commit: update stream %q: %w", a.Stream, err)
 		}
 	}
-	if pos != head {
-		if _, err := s.headSet.Exec(pos, p.Partition); err != nil {
-			return nil, fmt.Errorf("sqlite: commit: update head of partition %d: %w", p.Partition, err)
-		}
-	}
-
 	// Deletes before inserts: a commit may replace a task or timer by
 	// deleting and inserting its id.
 	for _, id := range p.TaskDeletes {
@@ -159,6 +153,12 @@ func (tx *wtx) commit(p *storage.CommitParams) (*storage.CommitResult, error) {
 			boolInt(g.Terminal), g.IdempotencyKey, g.State, tx.now); err != nil {
 			return nil, fmt.Errorf("sqlite: commit: upsert saga %q: %w", g.ID, err)
 		}
+	}
+	// Only now, with every statement of the commit done, does the batch's
+	// head move: a commit that failed above leaves it where it was, as its
+	// savepoint rollback leaves the rows.
+	if pos != part.head {
+		part.head, part.dirty = pos, true
 	}
 	return res, nil
 }

@@ -207,9 +207,11 @@ func (d *Driver) IntegrityCheck(ctx context.Context) error {
 	return fmt.Errorf("sqlite: integrity check of %s failed: %s", d.path, strings.Join(problems, "; "))
 }
 
-// clock is the store's time source. The host's wall clock may step back
-// (NTP); the store's clock holds still instead, so that times recorded in
-// position order never decrease.
+// clock is the store's time source: the host's wall clock, as SQLite's
+// own would be, but read in Go because SQLite's unixepoch('subsec') has
+// only millisecond resolution and costs a statement per transaction. The
+// wall clock may step back (NTP); the store's clock holds still instead,
+// so that times recorded in position order never decrease.
 type clock struct{ last atomic.Int64 }
 
 func (c *clock) now() int64 {

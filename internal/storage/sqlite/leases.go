@@ -144,6 +144,7 @@ func (tx *wtx) leaseSet(partition int, owner string, epoch, expires int64) (stor
 	if _, err := tx.s.leaseSet.Exec(owner, epoch, expires, partition); err != nil {
 		return storage.Lease{}, fmt.Errorf("sqlite: write lease of partition %d: %w", partition, err)
 	}
+	tx.leaseWritten(partition, epoch, expires)
 	return storage.Lease{Partition: partition, Owner: owner, Epoch: epoch, ExpiresAt: fromMicros(expires)}, nil
 }
 

@@ -41,19 +41,20 @@ type request struct {
 
 var requestPool = sync.Pool{New: func() any { return &request{done: make(chan struct{}, 1)} }}
 
-// wtx is what a write sees: the writer's statements and the transaction's
-// time.
+// wtx is what a write sees: the writer's statements, the transaction's
+// time and the batch's view of the partitions it touched.
 type wtx struct {
-	s          *writeStmts
-	now        int64 // Unix microseconds, one reading per transaction
-	partitions int
+	s       *writeStmts
+	now     int64 // Unix microseconds, one reading per transaction
+	parts   []partState
+	touched []int
 }
 
 type writer struct {
-	conn       *sql.Conn
-	stmts      writeStmts
-	clock      *clock
-	partitions int
+	conn  *sql.Conn
+	stmts writeStmts
+	clock *clock
+	tx    wtx
 
 	queue  chan *request
 	quit   chan struct{}
@@ -66,14 +67,14 @@ type writer struct {
 
 func startWriter(ctx context.Context, conn *sql.Conn, c *clock, partitions int) (*writer, error) {
 	w := &writer{
-		conn:       conn,
-		clock:      c,
-		partitions: partitions,
-		queue:      make(chan *request, queueSize),
-		quit:       make(chan struct{}),
-		exited:     make(chan struct{}),
-		batch:      make([]*request, 0, maxBatch),
+		conn:   conn,
+		clock:  c,
+		queue:  make(chan *request, queueSize),
+		quit:   make(chan struct{}),
+		exited: make(chan struct{}),
+		batch:  make([]*request, 0, maxBatch),
 	}
+	w.tx = wtx{s: &w.stmts, parts: make([]partState, partitions)}
 	if err := w.stmts.prepare(ctx, conn); err != nil {
 		return nil, err
 	}
@@ -106,7 +107,12 @@ func (w *writer) do(ctx context.Context, r *request) (finished bool, err error) 
 	case <-r.done:
 		return true, r.err
 	case <-ctx.Done():
-		return false, fmt.Errorf("sqlite: %w (the write may or may not be committed)", ctx.Err())
+		select {
+		case <-r.done: // it finished meanwhile: report what happened
+			return true, r.err
+		default:
+			return false, fmt.Errorf("sqlite: %w (the write may or may not be committed)", ctx.Err())
+		}
 	case <-w.exited:
 		select {
 		case <-r.done:
@@ -199,7 +205,8 @@ func (w *writer) runBatch(batch []*request) {
 		failAll(batch, fmt.Errorf("sqlite: begin: %w", err))
 		return
 	}
-	tx := wtx{s: &w.stmts, now: w.clock.now(), partitions: w.partitions}
+	tx := &w.tx
+	tx.reset(w.clock.now())
 	// A lone write needs no savepoint: on its error the whole transaction
 	// is rolled back.
 	savepoints := len(batch) > 1
@@ -215,7 +222,7 @@ func (w *writer) runBatch(batch []*request) {
 				return
 			}
 		}
-		err := r.apply(&tx)
+		err := r.apply(tx)
 		if err != nil && !isOutcome(err) {
 			// An SQLite error (I/O, disk full, ...) may have rolled the
 			// whole transaction back already: give up on the batch.
@@ -242,6 +249,10 @@ func (w *writer) runBatch(batch []*request) {
 	}
 	if applied == 0 {
 		_, _ = w.stmts.rollback.ExecContext(bg)
+		return
+	}
+	if err := tx.flushHeads(); err != nil {
+		w.abort(batch, err)
 		return
 	}
 	if _, err := w.stmts.commit.ExecContext(bg); err != nil {
