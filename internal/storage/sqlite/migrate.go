@@ -156,7 +156,15 @@ func readState(ctx context.Context, q querier) (storeState, error) {
 // holds, refusing foreign databases and newer schemas before anything is
 // written to the file.
 func inspect(ctx context.Context, abs string, busy time.Duration) (storeState, error) {
-	db, err := sql.Open(driverName, dsn(abs, "mode=ro", fmt.Sprintf("_pragma=busy_timeout(%d)", busy.Milliseconds())))
+	params := []string{"mode=ro", fmt.Sprintf("_pragma=busy_timeout(%d)", busy.Milliseconds())}
+	// Even a read-only connection creates the -wal and -shm files of a
+	// WAL-mode database, and leaves them behind. When there is no -wal or
+	// -journal file, the main file holds the whole database: read it as
+	// immutable, which creates nothing and takes no locks.
+	if !exists(abs+"-wal") && !exists(abs+"-journal") {
+		params = append(params, "immutable=1")
+	}
+	db, err := sql.Open(driverName, dsn(abs, params...))
 	if err != nil {
 		return storeState{}, fmt.Errorf("sqlite: open %s read-only: %w", abs, err)
 	}
@@ -169,6 +177,11 @@ func inspect(ctx context.Context, abs string, busy time.Duration) (storeState, e
 		return st, err
 	}
 	return st, nil
+}
+
+func exists(path string) bool {
+	_, err := os.Lstat(path)
+	return err == nil
 }
 
 func (st storeState) check(abs string) error {

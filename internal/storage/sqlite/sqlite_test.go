@@ -70,23 +70,40 @@ func TestOpenRefusesRandomBytes(t *testing.T) {
 }
 
 func TestOpenRefusesForeignDatabase(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "foreign.db")
-	db, err := sql.Open("sqlite", path)
-	if err != nil {
-		t.Fatal(err)
+	for _, mode := range []string{"delete", "wal"} {
+		t.Run(mode, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "foreign.db")
+			db, err := sql.Open("sqlite", path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := db.Exec(`PRAGMA journal_mode = ` + mode + `; CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT);
+				INSERT INTO customers (name) VALUES ('ada')`); err != nil {
+				t.Fatal(err)
+			}
+			if err := db.Close(); err != nil {
+				t.Fatal(err)
+			}
+			before := readFile(t, path)
+			_, err = sqlite.Open(t.Context(), sqlite.Config{Path: path})
+			if !errors.Is(err, storage.ErrNotAStore) {
+				t.Fatalf("Open of a foreign SQLite database: %v, want ErrNotAStore", err)
+			}
+			assertFiles(t, path, before)
+			if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+				t.Fatalf("Open left files beside the foreign database: %v", entries)
+			}
+		})
 	}
-	if _, err := db.Exec(`CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT); INSERT INTO customers (name) VALUES ('ada')`); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
-	before := readFile(t, path)
-	_, err = sqlite.Open(t.Context(), sqlite.Config{Path: path})
+}
+
+func TestOpenRefusesDirectory(t *testing.T) {
+	path := t.TempDir()
+	_, err := sqlite.Open(t.Context(), sqlite.Config{Path: path})
 	if !errors.Is(err, storage.ErrNotAStore) {
-		t.Fatalf("Open of a foreign SQLite database: %v, want ErrNotAStore", err)
+		t.Fatalf("Open of a directory: %v, want ErrNotAStore", err)
 	}
-	assertFiles(t, path, before)
 }
 
 func TestOpenRefusesNewerSchema(t *testing.T) {
@@ -118,6 +135,9 @@ func TestOpenRefusesNewerSchema(t *testing.T) {
 		t.Fatalf("SchemaTooNewError = %+v, want store %d binary %d", *tooNew, sqlite.SchemaVersion()+1, sqlite.SchemaVersion())
 	}
 	assertFiles(t, path, before)
+	if entries, _ := os.ReadDir(filepath.Dir(path)); len(entries) != 1 {
+		t.Fatalf("Open left files beside the store: %v", entries)
+	}
 }
 
 func TestOpenMissingDirectory(t *testing.T) {
