@@ -165,3 +165,34 @@ func TestBatchSkipsCancelledWrites(t *testing.T) {
 		t.Fatalf("kept stream: %+v, %v", info, err)
 	}
 }
+
+// A write that hits a database error (here a NOT NULL constraint, which no
+// Driver method lets through) fails alone: its batch runs again without it.
+func TestBatchDatabaseErrorFailsOnlyItsWrite(t *testing.T) {
+	ctx := t.Context()
+	d, l := openTest(t, 1)
+	b := block(t, d)
+	var errA, errBad, errB error
+	var resB *storage.CommitResult
+	b.queue(func() { _, errA = appendOne(ctx, d, l.Epoch, storage.NoStream, "a") })
+	b.queue(func() {
+		errBad = d.w.exec(ctx, func(tx *wtx) error {
+			_, err := tx.s.definitionInsert.Exec("d", 1, nil, "h", tx.now)
+			return err
+		})
+	})
+	b.queue(func() { resB, errB = appendOne(ctx, d, l.Epoch, storage.NoStream, "b") })
+	b.run()
+	if errA != nil || errB != nil {
+		t.Fatalf("the good writes of the batch failed: %v, %v", errA, errB)
+	}
+	if errBad == nil || isOutcome(errBad) {
+		t.Fatalf("the bad write: %v, want its database error", errBad)
+	}
+	if resB.Events[0].Position != 3 {
+		t.Fatalf("b got position %d, want 3", resB.Events[0].Position)
+	}
+	if head, _ := d.PartitionHead(ctx, 0); head != 4 {
+		t.Fatalf("head = %d, want 4", head)
+	}
+}

@@ -63,6 +63,7 @@ type writer struct {
 	err    error // of closing the connection, read after exited
 
 	batch []*request
+	retry []*request // scratch for runBatch
 }
 
 func startWriter(ctx context.Context, conn *sql.Conn, c *clock, partitions int) (*writer, error) {
@@ -73,6 +74,7 @@ func startWriter(ctx context.Context, conn *sql.Conn, c *clock, partitions int) 
 		quit:   make(chan struct{}),
 		exited: make(chan struct{}),
 		batch:  make([]*request, 0, maxBatch),
+		retry:  make([]*request, 0, maxBatch),
 	}
 	w.tx = wtx{s: &w.stmts, parts: make([]partState, partitions)}
 	if err := w.stmts.prepare(ctx, conn); err != nil {
@@ -197,13 +199,39 @@ func (w *writer) drain() {
 	}
 }
 
-// runBatch applies batch in one transaction and sets each request's
-// outcome.
+// runBatch applies batch and sets each request's outcome. When a write hits
+// a database error (not an outcome such as a conflict) the transaction is
+// rolled back; that write fails with the error and the others run again
+// without it, so one bad write cannot fail its neighbours.
 func (w *writer) runBatch(batch []*request) {
+	for {
+		bad := w.tryBatch(batch)
+		if bad < 0 {
+			return
+		}
+		failed := batch[bad]
+		rest := w.retry[:0]
+		for _, r := range batch {
+			if r != failed {
+				r.err, r.result = nil, nil
+				rest = append(rest, r)
+			}
+		}
+		w.retry, batch = rest[:0], rest
+		if len(batch) == 0 {
+			return
+		}
+	}
+}
+
+// tryBatch applies batch in one transaction. It returns the index of a
+// write that hit a database error, after rolling everything back, or -1
+// when every write has its outcome.
+func (w *writer) tryBatch(batch []*request) int {
 	bg := context.Background() // one caller's cancellation must not abort the others' transaction
 	if _, err := w.stmts.begin.ExecContext(bg); err != nil {
 		failAll(batch, fmt.Errorf("sqlite: begin: %w", err))
-		return
+		return -1
 	}
 	tx := &w.tx
 	tx.reset(w.clock.now())
@@ -211,7 +239,7 @@ func (w *writer) runBatch(batch []*request) {
 	// is rolled back.
 	savepoints := len(batch) > 1
 	applied := 0
-	for _, r := range batch {
+	for i, r := range batch {
 		if err := r.ctx.Err(); err != nil {
 			r.err = fmt.Errorf("sqlite: %w", err)
 			continue
@@ -219,22 +247,23 @@ func (w *writer) runBatch(batch []*request) {
 		if savepoints {
 			if _, err := w.stmts.savepoint.ExecContext(bg); err != nil {
 				w.abort(batch, fmt.Errorf("sqlite: savepoint: %w", err))
-				return
+				return -1
 			}
 		}
 		err := r.apply(tx)
 		if err != nil && !isOutcome(err) {
-			// An SQLite error (I/O, disk full, ...) may have rolled the
-			// whole transaction back already: give up on the batch.
-			w.abort(batch, err)
-			return
+			// A database error may have rolled the whole transaction back
+			// already (SQLite does on I/O errors and a full disk).
+			_, _ = w.stmts.rollback.ExecContext(bg)
+			r.err, r.result = err, nil
+			return i
 		}
 		if err != nil {
 			r.err = err
 			if savepoints {
 				if _, err := w.stmts.rollbackTo.ExecContext(bg); err != nil {
 					w.abort(batch, fmt.Errorf("sqlite: rollback to savepoint: %w", err))
-					return
+					return -1
 				}
 			}
 		} else {
@@ -243,21 +272,22 @@ func (w *writer) runBatch(batch []*request) {
 		if savepoints {
 			if _, err := w.stmts.release.ExecContext(bg); err != nil {
 				w.abort(batch, fmt.Errorf("sqlite: release savepoint: %w", err))
-				return
+				return -1
 			}
 		}
 	}
 	if applied == 0 {
 		_, _ = w.stmts.rollback.ExecContext(bg)
-		return
+		return -1
 	}
 	if err := tx.flushHeads(); err != nil {
 		w.abort(batch, err)
-		return
+		return -1
 	}
 	if _, err := w.stmts.commit.ExecContext(bg); err != nil {
 		w.abort(batch, fmt.Errorf("sqlite: commit: %w", err))
 	}
+	return -1
 }
 
 // abort rolls the transaction back and fails every write of the batch that
