@@ -1,0 +1,84 @@
+package api_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/accord-saga/accord/internal/api"
+)
+
+// TestTruncatedBody sends fewer bytes than Content-Length promises and
+// closes its side: a client fault, so a 400, never a 5xx.
+func TestTruncatedBody(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(b.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /v1/sagas HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"definition\":")
+	if err := conn.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusBadRequest {
+		t.Fatalf("status %d", res.StatusCode)
+	}
+}
+
+func TestBodyCap(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{apiConfig: func(c *api.Config) { c.MaxBodyBytes = 64 }})
+	if _, _, err := b.eng.RegisterDefinition(context.Background(), []byte(orderDef)); err != nil {
+		t.Fatal(err)
+	}
+	body := `{"definition": "order", "input": {"pad": "` + strings.Repeat("p", 16) + `"}}`
+	if len(body) > 64 {
+		t.Fatalf("test body is %d bytes", len(body))
+	}
+	wantStatus(t, b.do(t, http.MethodPost, "/v1/sagas", body+strings.Repeat(" ", 64-len(body))), http.StatusCreated)
+	p := b.do(t, http.MethodPost, "/v1/sagas", body+strings.Repeat(" ", 65-len(body))).problem(t)
+	if p.Status != http.StatusRequestEntityTooLarge || p.Type != api.TypePayloadTooLarge {
+		t.Fatalf("problem %+v", p)
+	}
+}
+
+func TestNoRoute(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	p := b.do(t, http.MethodGet, "/v1/nothing/here", nil).problem(t)
+	if p.Status != http.StatusNotFound || p.Type != api.TypeNotFound || p.Instance != "/v1/nothing/here" {
+		t.Fatalf("problem %+v", p)
+	}
+	r := b.do(t, http.MethodDelete, "/v1/sagas", nil)
+	p = r.problem(t)
+	if p.Status != http.StatusMethodNotAllowed || p.Type != api.TypeMethodNotAllowed || r.header.Get("Allow") == "" {
+		t.Fatalf("problem %+v, Allow %q", p, r.header.Get("Allow"))
+	}
+	wantStatus(t, b.do(t, http.MethodGet, "/healthz", nil), http.StatusOK)
+	wantStatus(t, b.do(t, http.MethodGet, "/metrics", nil), http.StatusOK)
+}
+
+func TestBreakers(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{apiConfig: func(c *api.Config) {
+		c.Breakers = func() any { return map[string]string{"https://shipping.example": "open"} }
+	}})
+	r := b.do(t, http.MethodGet, "/v1/breakers", nil)
+	wantStatus(t, r, http.StatusOK)
+	if got := strings.TrimSpace(string(r.body)); got != `{"https://shipping.example":"open"}` {
+		t.Fatalf("body %s", got)
+	}
+	// Without a snapshot function the route does not exist.
+	wantStatus(t, setup(t).do(t, http.MethodGet, "/v1/breakers", nil), http.StatusNotFound)
+}

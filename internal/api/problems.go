@@ -1,0 +1,318 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/danielgtaylor/huma/v2"
+
+	"github.com/accord-saga/accord/internal/engine"
+	"github.com/accord-saga/accord/internal/saga"
+	"github.com/accord-saga/accord/internal/storage"
+)
+
+// Problem types. A type never changes meaning once published: clients
+// branch on it, not on the title or detail.
+const (
+	problemBase = "urn:accord:problem:"
+
+	// TypeBadRequest: the request cannot be read (malformed JSON or YAML,
+	// a missing body, a truncated body).
+	TypeBadRequest = problemBase + "bad-request"
+	// TypeValidation: the request is well formed, but a field is wrong;
+	// Errors names each field.
+	TypeValidation = problemBase + "validation"
+	// TypeNotFound: the resource (or a resource the request names) does
+	// not exist, or no route matches the path.
+	TypeNotFound = problemBase + "not-found"
+	// TypeMethodNotAllowed: the path exists, but not with this method;
+	// the Allow header lists the methods it has.
+	TypeMethodNotAllowed = problemBase + "method-not-allowed"
+	// TypeNotAcceptable: no response format matches the Accept header.
+	TypeNotAcceptable = problemBase + "not-acceptable"
+	// TypeRequestTimeout: the client sent its body too slowly.
+	TypeRequestTimeout = problemBase + "request-timeout"
+	// TypeConflict: a definition name and version is registered with
+	// different content.
+	TypeConflict = problemBase + "conflict"
+	// TypeSagaEnded: the saga has ended; the operation needs it running.
+	TypeSagaEnded = problemBase + "saga-ended"
+	// TypePastPivot: the saga's pivot has started; it can only move
+	// forward and cannot be cancelled.
+	TypePastPivot = problemBase + "past-pivot"
+	// TypeNotNeedsOperator: an operator retry of a saga that does not
+	// need an operator.
+	TypeNotNeedsOperator = problemBase + "not-needs-operator"
+	// TypeClaimLost: the task's claim expired and another worker holds
+	// it; drop the result.
+	TypeClaimLost = problemBase + "claim-lost"
+	// TypePreconditionFailed: If-Match did not match the current ETag.
+	TypePreconditionFailed = problemBase + "precondition-failed"
+	// TypePayloadTooLarge: the body, or a field of it, is over its limit.
+	TypePayloadTooLarge = problemBase + "payload-too-large"
+	// TypeUnsupportedMediaType: the Content-Type is not one the route reads.
+	TypeUnsupportedMediaType = problemBase + "unsupported-media-type"
+	// TypeIdempotencyMismatch: the Idempotency-Key was first used for a
+	// different request.
+	TypeIdempotencyMismatch = problemBase + "idempotency-mismatch"
+	// TypeOverloaded: the server sheds load; retry after Retry-After.
+	TypeOverloaded = problemBase + "overloaded"
+	// TypeNotOwner: this node does not own the partition the request needs
+	// (a cluster moves partitions); retry after Retry-After.
+	TypeNotOwner = problemBase + "not-owner"
+	// TypeUnavailable: storage or the engine cannot serve now (outage,
+	// shutdown, timeout); retry after Retry-After.
+	TypeUnavailable = problemBase + "unavailable"
+	// TypeInternal: a bug. Never caused by client input.
+	TypeInternal = problemBase + "internal"
+)
+
+// retryAfterSeconds is the Retry-After of every 503: the conditions behind
+// them (a full inbox, a moving partition, a database restart) usually pass
+// in about a second, and clients back off further on their own.
+const retryAfterSeconds = "1"
+
+// Problem is an RFC 9457 problem details body. Every error response of the
+// API is one.
+type Problem struct {
+	Type     string          `json:"type" doc:"Stable identifier of the kind of problem (urn:accord:problem:...)."`
+	Title    string          `json:"title" doc:"Short summary of the problem type."`
+	Status   int             `json:"status" doc:"HTTP status code."`
+	Detail   string          `json:"detail,omitempty" doc:"What went wrong in this occurrence."`
+	Instance string          `json:"instance,omitempty" doc:"The request path."`
+	Errors   []ProblemDetail `json:"errors,omitempty" doc:"One entry per offending field."`
+
+	headers http.Header
+}
+
+// ProblemDetail locates one problem in the request.
+type ProblemDetail struct {
+	Location string `json:"location,omitempty" doc:"Where: body.steps[2].after[0], query.limit, path.id, header.If-Match."`
+	Message  string `json:"message" doc:"What is wrong there."`
+	Value    any    `json:"value,omitempty" doc:"The offending value, when short."`
+}
+
+func (p *Problem) Error() string {
+	if p.Detail != "" {
+		return p.Title + ": " + p.Detail
+	}
+	return p.Title
+}
+
+// GetStatus makes Problem a huma.StatusError.
+func (p *Problem) GetStatus() int { return p.Status }
+
+// GetHeaders makes Problem a huma.HeadersError: huma sets these headers on
+// the response.
+func (p *Problem) GetHeaders() http.Header { return p.headers }
+
+// ContentType makes huma send application/problem+json.
+func (p *Problem) ContentType(ct string) string {
+	if ct == "application/json" {
+		return "application/problem+json"
+	}
+	return ct
+}
+
+func newProblem(status int, typ, detail string, details ...ProblemDetail) *Problem {
+	p := &Problem{Type: typ, Title: http.StatusText(status), Status: status, Detail: detail, Errors: details}
+	if status == http.StatusServiceUnavailable {
+		p.headers = http.Header{"Retry-After": []string{retryAfterSeconds}}
+	}
+	return p
+}
+
+func withHeader(p *Problem, key, value string) *Problem {
+	if p.headers == nil {
+		p.headers = http.Header{}
+	}
+	p.headers.Set(key, value)
+	return p
+}
+
+func validation(location, format string, args ...any) *Problem {
+	msg := fmt.Sprintf(format, args...)
+	return newProblem(http.StatusUnprocessableEntity, TypeValidation, location+": "+msg,
+		ProblemDetail{Location: location, Message: msg})
+}
+
+func tooLarge(location string, size, limit int) *Problem {
+	msg := fmt.Sprintf("%d bytes; the limit is %d", size, limit)
+	return newProblem(http.StatusRequestEntityTooLarge, TypePayloadTooLarge, location+" is "+msg,
+		ProblemDetail{Location: location, Message: msg})
+}
+
+// maxEchoedValue bounds a value echoed back in a ProblemDetail: a client
+// that sent a megabyte of broken JSON does not need it back.
+const maxEchoedValue = 128
+
+// typeForStatus types the problems huma raises itself (unreadable bodies,
+// schema validation, parameter parsing).
+func typeForStatus(status int) string {
+	switch status {
+	case http.StatusBadRequest:
+		return TypeBadRequest
+	case http.StatusNotFound:
+		return TypeNotFound
+	case http.StatusMethodNotAllowed:
+		return TypeMethodNotAllowed
+	case http.StatusNotAcceptable:
+		return TypeNotAcceptable
+	case http.StatusRequestTimeout:
+		return TypeRequestTimeout
+	case http.StatusConflict:
+		return TypeConflict
+	case http.StatusPreconditionFailed:
+		return TypePreconditionFailed
+	case http.StatusRequestEntityTooLarge:
+		return TypePayloadTooLarge
+	case http.StatusUnsupportedMediaType:
+		return TypeUnsupportedMediaType
+	case http.StatusUnprocessableEntity:
+		return TypeValidation
+	case http.StatusServiceUnavailable:
+		return TypeUnavailable
+	default:
+		return TypeInternal
+	}
+}
+
+// humaProblem builds the problem for an error huma detects before a
+// handler runs. huma reports a body it could not read (the client closed
+// the connection early, or sent fewer bytes than its Content-Length) as a
+// 500; that is the client's doing, so it becomes a 400.
+func humaProblem(status int, msg string, errs ...error) huma.StatusError {
+	if status == http.StatusInternalServerError && msg == "cannot read request body" {
+		status = http.StatusBadRequest
+	}
+	if status == http.StatusBadRequest && msg == "validation failed" {
+		msg = "malformed request"
+	}
+	// huma is given the limit plus one (see server.operation).
+	if n, ok := strings.CutPrefix(msg, "request body is too large limit="); ok {
+		if limit, err := strconv.Atoi(strings.TrimSuffix(n, " bytes")); err == nil {
+			msg = fmt.Sprintf("the request body is over the limit of %d bytes", limit-1)
+		}
+	}
+	var details []ProblemDetail
+	for _, err := range errs {
+		if err == nil {
+			continue
+		}
+		d := ProblemDetail{Message: err.Error()}
+		var ed *huma.ErrorDetail
+		if errors.As(err, &ed) {
+			d = ProblemDetail{Location: ed.Location, Message: ed.Message, Value: echoable(ed.Value)}
+		}
+		if strings.HasPrefix(d.Message, "invalid date/time for format") {
+			d.Message = "not an RFC 3339 time, like 2024-05-01T12:00:00Z"
+		}
+		details = append(details, d)
+	}
+	detail := msg
+	if len(details) > 0 {
+		first := details[0]
+		detail = msg + ": " + strings.TrimPrefix(first.Location+": "+first.Message, ": ")
+		if len(details) > 1 {
+			detail += fmt.Sprintf(" (and %d more)", len(details)-1)
+		}
+	}
+	return newProblem(status, typeForStatus(status), detail, details...)
+}
+
+// echoable returns v if it is short enough to send back, else nil.
+func echoable(v any) any {
+	switch x := v.(type) {
+	case nil:
+		return nil
+	case string:
+		if len(x) > maxEchoedValue {
+			return nil
+		}
+		return x
+	case bool, int, int64, float64, json.Number:
+		return x
+	default:
+		b, err := json.Marshal(x)
+		if err != nil || len(b) > maxEchoedValue {
+			return nil
+		}
+		return json.RawMessage(b)
+	}
+}
+
+func init() {
+	// huma builds its own errors through these hooks; every error the API
+	// sends is then a Problem with a stable type.
+	huma.NewError = humaProblem
+	huma.NewErrorWithContext = func(_ huma.Context, status int, msg string, errs ...error) huma.StatusError {
+		return humaProblem(status, msg, errs...)
+	}
+}
+
+// problemFor maps an engine or store error to a problem. location names the
+// field an ErrInvalidInput is about, as the handler knows which input the
+// engine checked (body.input for a start, path.queue for a poll).
+func (s *server) problemFor(ctx context.Context, err error, location string) *Problem {
+	var p *Problem
+	if errors.As(err, &p) {
+		return p
+	}
+	var ve *saga.ValidationError
+	switch {
+	case errors.As(err, &ve):
+		details := make([]ProblemDetail, 0, len(ve.Problems))
+		for _, vp := range ve.Problems {
+			loc := "body"
+			if vp.Path != "" {
+				loc = "body." + vp.Path
+			}
+			details = append(details, ProblemDetail{Location: loc, Message: vp.Message})
+		}
+		return newProblem(http.StatusUnprocessableEntity, TypeValidation, ve.Error(), details...)
+	case errors.Is(err, engine.ErrSagaNotFound), errors.Is(err, engine.ErrDefinitionNotFound),
+		errors.Is(err, engine.ErrTaskNotFound), errors.Is(err, storage.ErrNotFound):
+		p := newProblem(http.StatusNotFound, TypeNotFound, err.Error())
+		if location != "" {
+			p.Errors = []ProblemDetail{{Location: location, Message: "not found"}}
+		}
+		return p
+	case errors.Is(err, engine.ErrIdempotencyMismatch):
+		return newProblem(http.StatusUnprocessableEntity, TypeIdempotencyMismatch, err.Error(),
+			ProblemDetail{Location: "header.Idempotency-Key", Message: "the key was first used for a different request"})
+	case errors.Is(err, engine.ErrOverloaded):
+		return newProblem(http.StatusServiceUnavailable, TypeOverloaded, "the engine is at capacity; retry later")
+	case errors.Is(err, engine.ErrNotOwner):
+		return newProblem(http.StatusServiceUnavailable, TypeNotOwner, err.Error())
+	case errors.Is(err, engine.ErrStopped):
+		return newProblem(http.StatusServiceUnavailable, TypeUnavailable, "the server is shutting down")
+	case errors.Is(err, storage.ErrDefinitionConflict):
+		return newProblem(http.StatusConflict, TypeConflict, err.Error())
+	case errors.Is(err, storage.ErrTaskClaimLost):
+		return newProblem(http.StatusConflict, TypeClaimLost, err.Error())
+	case errors.Is(err, saga.ErrPastPivot):
+		return newProblem(http.StatusConflict, TypePastPivot, err.Error())
+	case errors.Is(err, saga.ErrTerminal):
+		return newProblem(http.StatusConflict, TypeSagaEnded, err.Error())
+	case errors.Is(err, saga.ErrNotNeedsOperator):
+		return newProblem(http.StatusConflict, TypeNotNeedsOperator, err.Error())
+	case errors.Is(err, engine.ErrInvalidInput), errors.Is(err, storage.ErrInvalid):
+		if location == "" {
+			location = "body"
+		}
+		return newProblem(http.StatusUnprocessableEntity, TypeValidation, err.Error(),
+			ProblemDetail{Location: location, Message: err.Error()})
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return newProblem(http.StatusServiceUnavailable, TypeUnavailable, "the request timed out")
+	default:
+		// Storage is unreachable or failing. The detail stays generic, as
+		// driver errors can name hosts and schemas.
+		s.log.LogAttrs(ctx, logLevelUnavailable, "request failed", errAttr(err))
+		return newProblem(http.StatusServiceUnavailable, TypeUnavailable, "storage is unavailable; retry later")
+	}
+}
