@@ -1,0 +1,134 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"iter"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+)
+
+// Definition is a registered definition version.
+type Definition struct {
+	Name      string    `json:"name"`
+	Version   int       `json:"version"`
+	Hash      string    `json:"hash"`
+	CreatedAt time.Time `json:"created_at"`
+	// Definition is the canonical form: compact JSON with every default
+	// written out.
+	Definition json.RawMessage `json:"definition"`
+	// ETag identifies the content; pass it to RegisterDefinitionIfMatch.
+	ETag string `json:"-"`
+}
+
+// DefinitionSummary is a definition version in a listing.
+type DefinitionSummary struct {
+	Name      string    `json:"name"`
+	Version   int       `json:"version"`
+	Hash      string    `json:"hash"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// DefinitionPage is a page of definitions, ordered by name, then version.
+type DefinitionPage struct {
+	Items []DefinitionSummary `json:"items"`
+	// NextCursor fetches the next page; empty on the last one.
+	NextCursor string `json:"next_cursor,omitempty"`
+}
+
+// DefinitionListOptions filters and pages a definition listing.
+type DefinitionListOptions struct {
+	Name   string // only this definition's versions
+	Cursor string // NextCursor of the previous page
+	Limit  int    // 1..500; 0: the server's default (50)
+}
+
+// Content types of a definition document.
+const (
+	ContentTypeJSON = "application/json"
+	ContentTypeYAML = "application/yaml"
+)
+
+// RegisterDefinition registers a definition version written in JSON or YAML
+// (contentType ContentTypeJSON or ContentTypeYAML; empty lets the server
+// tell). created is false when the identical version was registered
+// already; other content under a registered name and version is a conflict
+// (IsConflict).
+func (c *Client) RegisterDefinition(ctx context.Context, doc []byte, contentType string) (def *Definition, created bool, err error) {
+	return c.registerDefinition(ctx, doc, contentType, "")
+}
+
+// RegisterDefinitionIfMatch registers a definition version only if the
+// latest version of its name still has the ETag etag (as read with
+// GetDefinition): teams that evolve one definition do not overwrite each
+// other's versions unseen. A mismatch is IsPreconditionFailed.
+func (c *Client) RegisterDefinitionIfMatch(ctx context.Context, doc []byte, contentType, etag string) (def *Definition, created bool, err error) {
+	return c.registerDefinition(ctx, doc, contentType, etag)
+}
+
+func (c *Client) registerDefinition(ctx context.Context, doc []byte, contentType, etag string) (*Definition, bool, error) {
+	def := &Definition{}
+	cl := &call{method: http.MethodPost, path: "/v1/definitions", body: doc, contentType: contentType, out: def, retry: retrySafe}
+	if etag != "" {
+		// A repeat of a registration that went through would fail its own
+		// precondition; retry only calls the server refused.
+		cl.header = http.Header{"If-Match": {etag}}
+		cl.retry = retryRefused
+	}
+	res, err := c.do(ctx, cl)
+	if err != nil {
+		return nil, false, err
+	}
+	def.ETag = res.header.Get("ETag")
+	return def, res.status == http.StatusCreated, nil
+}
+
+// GetDefinition returns a definition version; version 0 means the latest.
+func (c *Client) GetDefinition(ctx context.Context, name string, version int) (*Definition, error) {
+	path := "/v1/definitions/" + url.PathEscape(name)
+	if version > 0 {
+		path += "/versions/" + strconv.Itoa(version)
+	}
+	def := &Definition{}
+	res, err := c.do(ctx, &call{method: http.MethodGet, path: path, out: def})
+	if err != nil {
+		return nil, err
+	}
+	def.ETag = res.header.Get("ETag")
+	return def, nil
+}
+
+// ListDefinitions returns one page of definition versions.
+func (c *Client) ListDefinitions(ctx context.Context, opts DefinitionListOptions) (*DefinitionPage, error) {
+	q := url.Values{}
+	if opts.Name != "" {
+		q.Set("name", opts.Name)
+	}
+	if opts.Cursor != "" {
+		q.Set("cursor", opts.Cursor)
+	}
+	if opts.Limit > 0 {
+		q.Set("limit", strconv.Itoa(opts.Limit))
+	}
+	page := &DefinitionPage{}
+	if _, err := c.do(ctx, &call{method: http.MethodGet, path: "/v1/definitions", query: q, out: page}); err != nil {
+		return nil, err
+	}
+	return page, nil
+}
+
+// DefinitionPages iterates over the pages of a definition listing, from
+// opts.Cursor on; it stops after the last page or the first error.
+func (c *Client) DefinitionPages(ctx context.Context, opts DefinitionListOptions) iter.Seq2[*DefinitionPage, error] {
+	return func(yield func(*DefinitionPage, error) bool) {
+		for {
+			page, err := c.ListDefinitions(ctx, opts)
+			if !yield(page, err) || err != nil || page.NextCursor == "" {
+				return
+			}
+			opts.Cursor = page.NextCursor
+		}
+	}
+}
