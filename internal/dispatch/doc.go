@@ -1,10 +1,12 @@
 // Package dispatch delivers saga steps to HTTP participants (push
 // dispatch).
 //
-// The engine turns every step attempt whose target is an HTTP URL into a
-// task of the queue engine.PushQueue, claimed by this node, and hands it to
-// Push.Dispatch right after the commit. Push calls the participant and
-// reports the outcome through Config.Complete (the engine's CompleteTask).
+// The engine hands every step attempt whose target is an HTTP URL to
+// Push.Dispatch right after the commit that decided it, with a claim token
+// the result must carry. Push calls the participant and reports the
+// outcome through Config.Complete (the engine's CompleteTask). The attempt
+// is not stored as a task row: the saga's durable state records it as in
+// flight, and its attempt timeout retries it if no result comes back.
 //
 // # Ownership and concurrency
 //
@@ -12,13 +14,14 @@
 // waited for by Stop; the goroutine count does not grow with the load.
 // Dispatch never blocks: it puts the task into a bounded queue
 // (Config.QueueSize). When the queue is full, or the dispatcher is
-// stopping, the task is dropped and counted (Stats.Dropped): it stays
-// claimed in storage, its claim expires (attempt timeout plus a grace), and
-// it is delivered again. Nothing is lost; it is only late.
+// stopping, the task is dropped and counted (Stats.Dropped): the attempt
+// gets no result, its attempt timeout fires, and the saga retries it as a
+// new attempt (or, when a node takes the partition over, it is dispatched
+// again from the saga's state). Nothing is lost; it is only late.
 //
 // Stop stops intake, lets the calls in flight finish until its context
-// ends, then cancels them; a cancelled call reports no result and its task
-// stays claimed. Tasks still queued are abandoned the same way. Stop is safe
+// ends, then cancels them; a cancelled call reports no result and is left to
+// its attempt timeout. Tasks still queued are abandoned the same way. Stop is safe
 // twice. The HTTP client's idle connections are closed by Stop.
 //
 // All methods are safe for concurrent use. Config callbacks (Complete,

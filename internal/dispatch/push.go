@@ -95,7 +95,7 @@ func New(cfg Config) (*Push, error) {
 }
 
 // Start starts the worker pool. Cancelling ctx abandons in-flight calls at
-// once (their tasks stay claimed); for a graceful shutdown call Stop. Tasks
+// once (they report no result); for a graceful shutdown call Stop. Tasks
 // dispatched before Start wait in the queue.
 func (p *Push) Start(ctx context.Context) error {
 	p.lifeMu.Lock()
@@ -122,8 +122,7 @@ func (p *Push) Start(ctx context.Context) error {
 
 // Stop stops intake, lets calls in flight finish until ctx ends, then
 // cancels the rest and waits for every goroutine. Tasks still queued are
-// abandoned: they stay claimed until their claims expire. Calls cut off
-// report no result. Stop returns an error wrapping ctx's when it had to cut
+// abandoned to their attempt timeouts. Calls cut off report no result. Stop returns an error wrapping ctx's when it had to cut
 // calls off. It is safe to call twice and concurrently.
 func (p *Push) Stop(ctx context.Context) error {
 	p.lifeMu.Lock()
@@ -157,7 +156,7 @@ func (p *Push) Stop(ctx context.Context) error {
 }
 
 // drain empties the queue after the workers are gone, counting the tasks
-// left claimed.
+// abandoned to their attempt timeouts.
 func (p *Push) drain() {
 	for {
 		select {
@@ -170,8 +169,8 @@ func (p *Push) drain() {
 }
 
 // Dispatch queues a task for a call. It never blocks: when the queue is
-// full, or the dispatcher is stopping, the task is dropped and counted; it
-// stays claimed until its claim expires, and is then delivered again.
+// full, or the dispatcher is stopping, the task is dropped and counted; the
+// attempt's timeout then retries it.
 func (p *Push) Dispatch(t engine.Task) {
 	select {
 	case <-p.quit:
@@ -192,7 +191,7 @@ func (p *Push) drop(t engine.Task, why string) {
 	// One line for the first drop and every thousandth after: drops come
 	// in bursts, and the counter carries the rest.
 	if n == 1 || n%1000 == 0 {
-		p.log.Warn("push task dropped; it is delivered again when its claim expires",
+		p.log.Warn("push task dropped; its attempt timeout will retry it",
 			"reason", why, "task", t.ID, "dropped_total", n)
 	}
 }

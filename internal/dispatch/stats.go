@@ -15,8 +15,7 @@ type Stats struct {
 	// Dispatched counts tasks accepted into the queue.
 	Dispatched uint64
 	// Dropped counts tasks refused because the queue was full or the
-	// dispatcher was stopping; they are delivered again after their
-	// claims expire.
+	// dispatcher was stopping; their attempt timeouts retry them.
 	Dropped uint64
 	// Requests counts HTTP requests sent (a 202 answer leads to several
 	// per task).

@@ -3,41 +3,32 @@ package engine
 import (
 	"encoding/json"
 	"fmt"
-	"time"
 
 	"github.com/accord-saga/accord/internal/saga"
 	"github.com/accord-saga/accord/internal/storage"
 )
 
-// pushClaimGrace is added to a push task's attempt timeout for its initial
-// claim: if this node dies mid-call, the task becomes visible to other
-// nodes' push pollers once the attempt could no longer be running.
-const pushClaimGrace = 5 * time.Second
-
-// pushUnboundedCall is the claim given to a push attempt without an
-// attempt timeout: the dispatcher still bounds every call (no remote call
-// goes without a timeout), by 30s unless configured otherwise.
-const pushUnboundedCall = 30 * time.Second
-
 // commands turns the core's commands for one saga into rows of the batch's
 // commit and into actions for after it.
+//
+// Only pull tasks become rows: workers outside this process find them in
+// the task table. Timers and push calls are not written anywhere of their
+// own: the saga's state, committed in the same batch as the events that
+// armed them, records every armed timer (State.Timers) and every attempt
+// in flight (State.Tasks), and a node that takes the partition over
+// re-arms and re-dispatches them from there. This keeps a step's durable
+// cost to its events and its saga record.
 func (w *work) commands(pd *pending, cmds []saga.Command) {
 	for _, cmd := range cmds {
 		switch c := cmd.(type) {
 		case saga.DispatchStep:
 			w.dispatch(pd, &c)
 		case saga.SetTimer:
-			w.timerInserts[c.TimerID] = pendingTimer{insert: storage.TimerInsert{
-				ID:      c.TimerID,
-				Delay:   max(c.FireAt.Sub(w.now), 0),
-				Payload: []byte(pd.entry.id),
-			}}
-			w.timerOrder = append(w.timerOrder, c.TimerID)
-			// Setting an armed timer replaces it: the commit deletes
-			// before it inserts.
-			w.timerDeletes[c.TimerID] = true
+			delete(w.timerCancels, c.TimerID)
+			w.timerSets[c.TimerID] = timerEntry{id: c.TimerID, sagaID: pd.entry.id, dbFireAt: c.FireAt}
 		case saga.CancelTimer:
-			w.deleteTimer(c.TimerID)
+			delete(w.timerSets, c.TimerID)
+			w.timerCancels[c.TimerID] = true
 		case saga.CancelTask:
 			w.deleteTask(c.TaskID)
 		case saga.Finished:
@@ -48,13 +39,14 @@ func (w *work) commands(pd *pending, cmds []saga.Command) {
 	}
 }
 
-func (w *work) dispatch(pd *pending, d *saga.DispatchStep) {
-	body := taskBody{
-		SagaID:            pd.entry.id,
-		Partition:         w.p.id,
-		Epoch:             w.p.epoch,
-		Definition:        pd.entry.def.Name,
-		DefinitionVersion: pd.entry.def.Version,
+// taskFor builds what a worker or participant receives for an attempt.
+func taskFor(p *partition, entry *sagaEntry, d *saga.DispatchStep, dispatchedAtMS int64) Task {
+	return Task{ID: d.TaskID, Queue: d.Target.Queue, taskBody: taskBody{
+		SagaID:            entry.id,
+		Partition:         p.id,
+		Epoch:             p.epoch,
+		Definition:        entry.def.Name,
+		DefinitionVersion: entry.def.Version,
 		Step:              d.Step,
 		Phase:             string(d.Phase),
 		Attempt:           d.Attempt,
@@ -62,31 +54,23 @@ func (w *work) dispatch(pd *pending, d *saga.DispatchStep) {
 		URL:               d.Target.HTTP,
 		IdempotencyKey:    d.IdempotencyKey,
 		AttemptTimeoutMS:  d.AttemptTimeout.Milliseconds(),
-		DispatchedAtMS:    w.now.UnixMilli(),
+		DispatchedAtMS:    dispatchedAtMS,
 		Input:             d.Payload,
+	}}
+}
+
+func (w *work) dispatch(pd *pending, d *saga.DispatchStep) {
+	t := taskFor(w.p, pd.entry, d, w.now.UnixMilli())
+	if d.Target.HTTP != "" {
+		t.Queue = PushQueue
+		w.pushes = append(w.pushes, t)
+		return
 	}
-	payload, err := json.Marshal(body)
+	payload, err := json.Marshal(t.taskBody)
 	if err != nil {
 		panic(fmt.Sprintf("engine: encode task: %v", err)) // plain data; a bug if it fails
 	}
-	ins := storage.TaskInsert{ID: d.TaskID, Queue: d.Target.Queue, Payload: payload}
-	if d.Target.HTTP != "" {
-		ins.Queue = PushQueue
-		if w.p.e.cfg.Push != nil {
-			// Claimed by this node from the start: it calls the endpoint
-			// itself right after the commit, with no claim round trip.
-			ins.ClaimToken = storage.NewToken()
-			call := d.AttemptTimeout
-			if call <= 0 {
-				call = pushUnboundedCall
-			}
-			ins.ClaimFor = call + pushClaimGrace
-			w.pushes = append(w.pushes, Task{ID: d.TaskID, ClaimToken: ins.ClaimToken, Queue: PushQueue, Deliveries: 1, taskBody: body})
-		}
-	} else {
-		w.queues[ins.Queue] = true
-	}
-	w.taskInserts[d.TaskID] = ins
+	w.queues[t.Queue] = true
+	w.taskInserts[d.TaskID] = storage.TaskInsert{ID: d.TaskID, Queue: t.Queue, Payload: payload}
 	w.taskOrder = append(w.taskOrder, d.TaskID)
-	delete(w.taskDeletes, d.TaskID)
 }

@@ -309,7 +309,7 @@ func crashChild() error {
 	// the poison rule's business (TestPoisonTask); here it would turn a
 	// saga that must complete into a compensated one, so it is set out of
 	// reach.
-	e, err := engine.New(engine.Config{Store: store, Logger: quietLogger(), TaskPollInterval: 20 * time.Millisecond, TimerPollInterval: 200 * time.Millisecond, MaxDeliveries: 1000})
+	e, err := engine.New(engine.Config{Store: store, Logger: quietLogger(), TaskPollInterval: 20 * time.Millisecond, MaxDeliveries: 1000})
 	if err != nil {
 		return err
 	}

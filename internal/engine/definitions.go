@@ -74,6 +74,15 @@ func (e *Engine) RegisterDefinition(ctx context.Context, doc []byte) (rec storag
 	if err != nil {
 		return storage.Definition{}, false, fmt.Errorf("%w: %w", ErrInvalidInput, err)
 	}
+	for i, st := range d.Steps {
+		push := st.Action.HTTP != "" || (st.Compensation != nil && st.Compensation.HTTP != "")
+		if push && st.AttemptTimeout <= 0 {
+			// Every remote call needs a timeout (an HTTP call without one
+			// could hang the step for ever), and a push attempt's timeout
+			// is what retries it after a lost call.
+			return storage.Definition{}, false, fmt.Errorf("%w: steps[%d].attempt_timeout: a step with an http target needs an attempt timeout > 0", ErrInvalidInput, i)
+		}
+	}
 	if check := e.cfg.CheckTarget; check != nil {
 		for i, st := range d.Steps {
 			targets := map[string]*saga.Target{"action": &st.Action, "compensation": st.Compensation}

@@ -9,11 +9,26 @@
 // core's commands: hand tasks to dispatchers, arm timers, answer callers.
 // Persist before send, always.
 //
+// What a step costs durably is its events and its saga record (a snapshot
+// of the saga's state, written with them). Everything else is derived from
+// that state: the state records every armed timer (retries, attempt, step
+// and saga timeouts) and every attempt in flight. Timers are therefore kept
+// in memory only, and push attempts (HTTP participants) are handed to the
+// dispatcher without a row. Pull tasks are rows, since workers outside the
+// process claim them from the task table.
+//
 // Active sagas live in memory, keyed by partition; a saga leaves memory when
 // it ends. When the engine takes a partition (at start, or after another
 // node lost it) it reloads that partition's unfinished sagas from their
-// snapshots and its timers from the timer table; the tasks those sagas wait
-// on are already durable in the task table.
+// snapshots, re-arms their timers and dispatches their push attempts in
+// flight again (delivery is at least once). A reconciler re-creates any
+// pull task row that has gone missing.
+//
+// Time: the core is given the engine's estimate of the database's clock
+// (local clock plus the offset seen at the last commit), so every deadline
+// it records is in database time. The estimate errs early by at most one
+// commit's duration, which makes timers fire at or after their deadlines by
+// the database's clock, never before.
 //
 // Fencing: every commit carries the partition's lease epoch. A loop whose
 // commit is fenced stops at once and drops its memory; the lease manager

@@ -48,9 +48,6 @@ type Config struct {
 	// MaxDeliveries is how often a task may be claimed without a result
 	// before its attempt fails as a poison task. Default 5.
 	MaxDeliveries int
-	// TimerPollInterval is how often each partition asks the store for due
-	// timers it may not hold in memory. Default 1s.
-	TimerPollInterval time.Duration
 	// TaskPollInterval is how often a long poll re-checks the store for
 	// tasks that became visible without a local signal (delays, expired
 	// claims, other nodes). Default 250ms.
@@ -88,11 +85,11 @@ const (
 	DefaultIdempotencyTTL    = 24 * time.Hour
 	DefaultRetention         = 30 * 24 * time.Hour
 	DefaultMaxDeliveries     = 5
-	DefaultTimerPollInterval = time.Second
 	DefaultTaskPollInterval  = 250 * time.Millisecond
 )
 
-// PushQueue is the task queue of steps whose target is an HTTP endpoint.
+// PushQueue is the queue name push attempts carry (they are never stored in
+// a task queue); PollTasks refuses it.
 const PushQueue = "_push"
 
 // Clock is the engine's source of time; tests replace it.
@@ -119,6 +116,7 @@ type Engine struct {
 	parts int
 
 	metrics *metrics
+	pushes  *pushTracker
 	defs    *definitionCache
 	queues  *queueSignals
 	waiters *waiters
@@ -145,7 +143,6 @@ func New(cfg Config) (*Engine, error) {
 	cfg.IdempotencyTTL = cmp.Or(cfg.IdempotencyTTL, DefaultIdempotencyTTL)
 	cfg.Retention = cmp.Or(cfg.Retention, DefaultRetention)
 	cfg.MaxDeliveries = cmp.Or(cfg.MaxDeliveries, DefaultMaxDeliveries)
-	cfg.TimerPollInterval = cmp.Or(cfg.TimerPollInterval, DefaultTimerPollInterval)
 	cfg.TaskPollInterval = cmp.Or(cfg.TaskPollInterval, DefaultTaskPollInterval)
 	cfg.ReconcileInterval = cmp.Or(cfg.ReconcileInterval, time.Minute)
 	cfg.RetentionInterval = cmp.Or(cfg.RetentionInterval, time.Minute)
@@ -171,6 +168,7 @@ func New(cfg Config) (*Engine, error) {
 		owned:   map[int]*partition{},
 	}
 	e.metrics = newMetrics(e, cfg.Registerer)
+	e.pushes = newPushTracker(e)
 	return e, nil
 }
 
@@ -190,10 +188,6 @@ func (e *Engine) Start(ctx context.Context) error {
 	e.wg.Add(2)
 	go func() { defer e.wg.Done(); e.leaseLoop(runCtx) }()
 	go func() { defer e.wg.Done(); e.retentionLoop(runCtx) }()
-	if e.cfg.Push != nil {
-		e.wg.Add(1)
-		go func() { defer e.wg.Done(); e.pushLoop(runCtx) }()
-	}
 	return nil
 }
 

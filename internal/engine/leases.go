@@ -92,5 +92,6 @@ func (e *Engine) dropPartition(p *partition) {
 		delete(e.owned, p.id)
 	}
 	e.mu.Unlock()
+	e.pushes.forgetPartition(p.id)
 	p.stop()
 }

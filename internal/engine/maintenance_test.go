@@ -17,64 +17,52 @@ steps:
   - name: a
     action: {queue: slow, name: do_a}
     compensation: {queue: slow, name: undo_a}
-    attempt_timeout: 1s
-    retry: {initial_interval: 10ms}
 `
 
-// TestReconcilerRepairsMissingTimer deletes a waiting saga's attempt
-// timer behind the engine's back; the reconciler re-creates it, and the
-// saga goes on when it fires.
-func TestReconcilerRepairsMissingTimer(t *testing.T) {
+// TestReconcilerRepairsMissingTask deletes the task a saga waits on behind
+// the engine's back; the reconciler re-creates it, and a worker then runs
+// it as the same attempt.
+func TestReconcilerRepairsMissingTask(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		store, _ := b.open(t)
 		e := startEngine(t, store, func(c *engine.Config) { c.ReconcileInterval = 100 * time.Millisecond })
-		register(t, e, slowDef)
+		register(t, e, `
+name: lost
+version: 1
+steps:
+  - name: a
+    action: {queue: lost, name: do_a}
+    compensation: {queue: lost, name: undo_a}
+    attempt_timeout: 1m
+`)
 		ctx := context.Background()
+		id := startSaga(t, e, "lost", map[string]int{"n": 1})
+		taskID := id + "/a/action/1"
+		task := waitTask(t, store, taskID)
+		epoch := leaseEpoch(t, store, task.Partition)
+		if _, err := store.Commit(ctx, &storage.CommitParams{Partition: task.Partition, Epoch: epoch, TaskDeletes: []string{taskID}}); err != nil {
+			t.Fatalf("delete task: %v", err)
+		}
+		waitTask(t, store, taskID)
 		p := &participant{}
-		p.serve(t, e, []string{"slow"}, 1, func(task engine.Task) *engine.Result {
-			if task.Attempt == 1 {
-				return nil // the first attempt is lost: only its timer can move the saga on
-			}
-			return success(map[string]int{"ok": 1})
-		})
-		id := startSaga(t, e, "slow", map[string]int{"n": 1})
-		timerID := id + "/a/action/1/attempt_timeout"
-		var partition int
-		waitFor(t, "attempt timer stored", func() bool {
-			rec, err := store.SagaGet(ctx, id)
-			if err != nil {
-				return false
-			}
-			partition = rec.Partition
-			return hasTimer(t, store, partition, timerID)
-		})
-		epoch := leaseEpoch(t, store, partition)
-		if _, err := store.Commit(ctx, &storage.CommitParams{Partition: partition, Epoch: epoch, TimerDeletes: []string{timerID}}); err != nil {
-			t.Fatalf("delete timer: %v", err)
-		}
-		if hasTimer(t, store, partition, timerID) {
-			t.Fatal("timer still stored after delete")
-		}
-		waitFor(t, "timer re-created", func() bool { return hasTimer(t, store, partition, timerID) })
+		p.serve(t, e, []string{"lost"}, 1, failAt(""))
 		if s := waitEnd(t, e, id); s.Status != "completed" {
 			t.Fatalf("status %s, want completed", s.Status)
 		}
-		eq(t, "attempts", p.callsOf(id), []string{"action:a", "action:a"})
+		eq(t, "attempts", p.callsOf(id), []string{"action:a"})
 	})
 }
 
-func hasTimer(t *testing.T, store storage.Driver, partition int, id string) bool {
+// waitTask waits until a task row exists and returns it.
+func waitTask(t *testing.T, store storage.Driver, id string) storage.Task {
 	t.Helper()
-	timers, err := store.TimerList(context.Background(), &storage.TimerListParams{Partition: partition, Limit: 1000})
-	if err != nil {
-		t.Fatalf("list timers: %v", err)
-	}
-	for _, tm := range timers {
-		if tm.ID == id {
-			return true
-		}
-	}
-	return false
+	var task storage.Task
+	waitFor(t, "task "+id, func() bool {
+		var err error
+		task, err = store.TaskGet(context.Background(), id)
+		return err == nil
+	})
+	return task
 }
 
 func leaseEpoch(t *testing.T, store storage.Driver, partition int) int64 {

@@ -54,13 +54,13 @@ func newMetrics(e *Engine, reg prometheus.Registerer) *metrics {
 			Name: "accord_timers_fired_total", Help: "Durable timers fired (retries, timeouts, deadlines).",
 		}),
 		pushRedispatched: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "accord_push_redispatched_total", Help: "Push tasks handed to the dispatcher again after their claim expired.",
+			Name: "accord_push_redispatched_total", Help: "Push attempts found in flight when a partition was taken over, and dispatched again.",
 		}),
 		poisonTasks: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "accord_poison_tasks_total", Help: "Task attempts failed because they were delivered MaxDeliveries times without a result.",
 		}),
 		reconciled: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "accord_reconciled_total", Help: "Timers and tasks found missing from the store and re-created by the reconciler.",
+			Name: "accord_reconciled_total", Help: "Pull tasks found missing from the store and re-created by the reconciler.",
 		}),
 	}
 	if reg == nil {

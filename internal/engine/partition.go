@@ -30,6 +30,9 @@ type partition struct {
 	// recentKeys caches idempotency keys this loop stored, so a burst of
 	// retried starts does not read the store for each.
 	recentKeys map[string]idemResult
+	// redispatch holds the push attempts found in flight at recovery,
+	// dispatched once the loop runs.
+	redispatch []Task
 	// active mirrors len(sagas) for the metrics gauge, which runs on
 	// another goroutine.
 	active atomic.Int64
@@ -65,7 +68,7 @@ type request struct {
 	start  *StartParams
 	result *saga.Input // for reqResult: the core input; Now is set by the loop
 	taskID string      // for reqResult: the task whose result this is
-	timer  *storage.Timer
+	timerID string // for reqTimer
 	reason string // for reqCancel
 
 	reply chan reply
@@ -101,6 +104,14 @@ func (e *Engine) startPartition(ctx context.Context, lease storage.Lease) (*part
 	}
 	e.owned[p.id] = p
 	e.mu.Unlock()
+	// Attempts that were in flight when the partition's last owner stopped
+	// may or may not have reached their participants: call them again
+	// (delivery is at least once; participants deduplicate).
+	for _, t := range p.redispatch {
+		e.metrics.pushRedispatched.Inc()
+		e.pushes.dispatch(t)
+	}
+	p.redispatch = nil
 	e.wg.Add(1)
 	go func() {
 		defer e.wg.Done()
@@ -166,8 +177,6 @@ func (p *partition) call(ctx context.Context, r *request) (reply, error) {
 func (p *partition) run() {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
-	poll := time.NewTicker(p.e.cfg.TimerPollInterval)
-	defer poll.Stop()
 	reconcile := time.NewTicker(p.e.cfg.ReconcileInterval)
 	defer reconcile.Stop()
 	batch := make([]*request, 0, p.e.cfg.MaxBatch)
@@ -189,9 +198,7 @@ func (p *partition) run() {
 				}
 			}
 		case <-timer.C:
-			batch = p.dueTimers(batch[:0], false)
-		case <-poll.C:
-			batch = p.dueTimers(batch[:0], true)
+			batch = p.dueTimers(batch[:0])
 		case <-reconcile.C:
 			if w := p.reconcileWork(); w != nil && p.commit(w, 0) {
 				p.fenced()
@@ -218,6 +225,7 @@ func (p *partition) fenced() {
 		delete(p.e.owned, p.id)
 	}
 	p.e.mu.Unlock()
+	p.e.pushes.forgetPartition(p.id)
 	p.stopOnce.Do(func() { close(p.stopCh) })
 	p.failQueued(ErrNotOwner)
 }

@@ -1,57 +1,72 @@
 package engine
 
 import (
-	"context"
-	"time"
+	"sync"
 
 	"github.com/accord-saga/accord/internal/storage"
 )
 
-// pushPollInterval is how often the engine looks for push tasks that no
-// dispatcher holds: their claim expired (the node that held them died, or
-// its call was cut off) or they were written while no dispatcher ran.
-const pushPollInterval = time.Second
+// pushTracker remembers the push attempts this node has handed to its
+// dispatcher and not yet heard back from. Push attempts have no task row:
+// the saga's state says which attempt is in flight, and a node that takes
+// a partition over dispatches them again from there. The tracker is what
+// lets a result find its way back without a row: the attempt's partition
+// and saga, and the claim token the dispatcher must present.
+type pushTracker struct {
+	e        *Engine
+	mu       sync.Mutex
+	inFlight map[string]Task
+}
 
-// pushReclaim is the claim a re-dispatched push task gets. The saga's own
-// attempt timeout decides the attempt's fate; this only keeps two nodes
-// from calling the same attempt at once while one of them is working on it.
-const pushReclaim = time.Minute
+func newPushTracker(e *Engine) *pushTracker {
+	return &pushTracker{e: e, inFlight: map[string]Task{}}
+}
 
-// pushLoop hands push tasks whose claims expired to the dispatcher. It runs
-// only when a PushDispatcher is configured.
-func (e *Engine) pushLoop(ctx context.Context) {
-	t := time.NewTicker(pushPollInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		for ctx.Err() == nil {
-			rows, err := e.store.TaskClaim(ctx, &storage.TaskClaimParams{Queue: PushQueue, Limit: 100, Visibility: pushReclaim})
-			if err != nil {
-				if ctx.Err() == nil {
-					e.log.Warn("claim push tasks", "err", err)
-				}
-				break
-			}
-			for _, row := range rows {
-				task, err := decodeTask(row)
-				if err != nil {
-					e.log.Error("undecodable push task", "task", row.ID, "err", err)
-					continue
-				}
-				if row.Deliveries > e.cfg.MaxDeliveries {
-					e.poison(ctx, task)
-					continue
-				}
-				e.metrics.pushRedispatched.Inc()
-				e.cfg.Push.Dispatch(task)
-			}
-			if len(rows) < 100 {
-				break
-			}
+// dispatch hands an attempt to the dispatcher. Without one, the attempt is
+// left to its timeout, and the saga retries or rolls back.
+func (t *pushTracker) dispatch(task Task) {
+	push := t.e.cfg.Push
+	if push == nil {
+		t.e.log.Warn("push step but no push dispatcher; the attempt will time out", "task", task.ID, "url", task.URL)
+		return
+	}
+	task.ClaimToken = storage.NewToken()
+	task.Deliveries = 1
+	t.mu.Lock()
+	t.inFlight[task.ID] = task
+	t.mu.Unlock()
+	push.Dispatch(task)
+}
+
+// take returns and forgets the attempt a result is for, if this node
+// dispatched it and the token matches.
+func (t *pushTracker) take(id, token string) (Task, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	task, ok := t.inFlight[id]
+	if !ok || task.ClaimToken != token {
+		return Task{}, false
+	}
+	delete(t.inFlight, id)
+	return task, true
+}
+
+// forget drops an attempt whose outcome no longer matters (it timed out);
+// a late result for it is then refused.
+func (t *pushTracker) forget(id string) {
+	t.mu.Lock()
+	delete(t.inFlight, id)
+	t.mu.Unlock()
+}
+
+// forgetPartition drops the attempts of a partition this node no longer
+// runs: their results could not be recorded here.
+func (t *pushTracker) forgetPartition(partition int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for id, task := range t.inFlight {
+		if task.Partition == partition {
+			delete(t.inFlight, id)
 		}
 	}
 }

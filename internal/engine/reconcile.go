@@ -8,46 +8,29 @@ import (
 	"github.com/accord-saga/accord/internal/storage"
 )
 
-// reconcileWork checks that every timer and task the partition's active
-// sagas wait on exists in the store, and returns the work that re-creates
-// those that are missing (nil if none is). A row can go missing only by a
-// bug or by hand, but a saga waiting on a row that does not exist would
-// wait forever, so the loop checks rather than trusts.
+// reconcileWork checks that every pull task the partition's active sagas
+// wait on exists in the store, and returns the work that re-creates those
+// that are missing (nil if none is). A row can go missing only by a bug or
+// by hand, but a saga waiting on a row that does not exist would wait for
+// its attempt timeout at best, and forever without one, so the loop checks
+// rather than trusts. (Timers and push attempts live in the sagas' states
+// and cannot go missing.)
 func (p *partition) reconcileWork() *work {
 	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
 	defer cancel()
-	have := map[string]bool{}
-	tp := &storage.TimerListParams{Partition: p.id, Limit: recoverPageSize}
-	for {
-		timers, err := p.e.store.TimerList(ctx, tp)
-		if err != nil {
-			p.e.log.Warn("reconcile: list timers", "partition", p.id, "err", err)
-			return nil
-		}
-		for _, t := range timers {
-			have[t.ID] = true
-		}
-		if len(timers) < tp.Limit {
-			break
-		}
-		last := timers[len(timers)-1]
-		tp.AfterFireAt, tp.AfterID = last.FireAt, last.ID
-	}
 	w := newWork(p)
 	repaired := 0
 	for id, entry := range p.sagas {
-		var cmds []saga.Command
-		for _, t := range entry.state.Timers() {
-			if !have[t.TimerID] {
-				cmds = append(cmds, t)
-			}
-		}
 		tasks, err := entry.state.Tasks(entry.def)
 		if err != nil {
 			p.e.log.Error("reconcile: tasks of saga", "saga", id, "err", err)
 			continue
 		}
+		var cmds []saga.Command
 		for _, d := range tasks {
+			if d.Target.Queue == "" {
+				continue
+			}
 			_, err := p.e.store.TaskGet(ctx, d.TaskID)
 			if errors.Is(err, storage.ErrNotFound) {
 				cmds = append(cmds, d)
@@ -68,7 +51,7 @@ func (p *partition) reconcileWork() *work {
 	if repaired == 0 {
 		return nil
 	}
-	p.e.log.Warn("reconcile: re-created missing timers and tasks", "partition", p.id, "count", repaired)
+	p.e.log.Warn("reconcile: re-created missing tasks", "partition", p.id, "count", repaired)
 	p.e.metrics.reconciled.Add(float64(repaired))
 	return w
 }

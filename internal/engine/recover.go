@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/accord-saga/accord/internal/saga"
 	"github.com/accord-saga/accord/internal/storage"
@@ -62,6 +63,9 @@ func (p *partition) load(id string) (*sagaEntry, error) {
 	}
 	p.sagas[id] = entry
 	p.active.Store(int64(len(p.sagas)))
+	for _, t := range entry.state.Timers() {
+		p.timers.push(timerEntry{id: t.TimerID, sagaID: id, dbFireAt: t.FireAt})
+	}
 	return entry, nil
 }
 
@@ -69,8 +73,9 @@ func (p *partition) load(id string) (*sagaEntry, error) {
 // takes.
 const recoverPageSize = 1000
 
-// recover loads the partition's unfinished sagas and its timers. The tasks
-// those sagas wait on are durable already and need nothing.
+// recover loads the partition's unfinished sagas from their snapshots,
+// re-arms their timers and collects their push attempts in flight. The pull
+// tasks those sagas wait on are rows already and need nothing.
 func (p *partition) recover(ctx context.Context) error {
 	params := &storage.SagaListParams{Partition: p.id, ByPartition: true, NonTerminal: true, Limit: recoverPageSize}
 	for {
@@ -100,20 +105,30 @@ func (p *partition) recover(ctx context.Context) error {
 		return fmt.Errorf("engine: recover partition %d: %w", p.id, err)
 	}
 	p.observeClock(dbNow)
-	tp := &storage.TimerListParams{Partition: p.id, Limit: recoverPageSize}
-	for {
-		timers, err := p.e.store.TimerList(ctx, tp)
-		if err != nil {
-			return fmt.Errorf("engine: recover timers of partition %d: %w", p.id, err)
-		}
-		for _, t := range timers {
-			p.timers.push(timerEntry{id: t.ID, sagaID: string(t.Payload), dbFireAt: t.FireAt})
-		}
-		if len(timers) < tp.Limit {
-			break
-		}
-		last := timers[len(timers)-1]
-		tp.AfterFireAt, tp.AfterID = last.FireAt, last.ID
+	// Timers and push attempts live in the sagas' states: re-arm the one,
+	// re-dispatch the other.
+	for _, entry := range p.sagas {
+		p.rearm(entry, dbNow)
 	}
 	return nil
+}
+
+// rearm puts a recovered saga's timers into the loop's heap and queues its
+// push attempts in flight for dispatch.
+func (p *partition) rearm(entry *sagaEntry, dbNow time.Time) {
+	for _, t := range entry.state.Timers() {
+		p.timers.push(timerEntry{id: t.TimerID, sagaID: entry.id, dbFireAt: t.FireAt})
+	}
+	tasks, err := entry.state.Tasks(entry.def)
+	if err != nil {
+		p.e.log.Error("recover: attempts in flight", "saga", entry.id, "err", err)
+		return
+	}
+	for i := range tasks {
+		d := &tasks[i]
+		if d.Target.HTTP == "" || (!d.Deadline.IsZero() && !d.Deadline.After(dbNow)) {
+			continue // pull tasks are rows already; a lapsed attempt is its timer's business
+		}
+		p.redispatch = append(p.redispatch, taskFor(p, entry, d, dbNow.UnixMilli()))
+	}
 }

@@ -189,6 +189,9 @@ func (e *Engine) CompleteTask(ctx context.Context, res Result) error {
 	if len(res.Output) > storage.MaxPayloadBytes/2 {
 		return fmt.Errorf("%w: output larger than %d bytes", ErrInvalidInput, storage.MaxPayloadBytes/2)
 	}
+	if t, ok := e.pushes.take(res.TaskID, res.ClaimToken); ok {
+		return e.complete(ctx, t, res)
+	}
 	row, err := e.store.TaskGet(ctx, res.TaskID)
 	if errors.Is(err, storage.ErrNotFound) {
 		return fmt.Errorf("%w: %s", ErrTaskNotFound, res.TaskID)

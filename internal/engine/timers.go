@@ -2,10 +2,7 @@ package engine
 
 import (
 	"container/heap"
-	"context"
 	"time"
-
-	"github.com/accord-saga/accord/internal/storage"
 )
 
 // timerEntry is a durable timer the loop holds in memory so it can fire on
@@ -74,7 +71,8 @@ func (h *timerHeap) peek() *timerEntry {
 }
 
 // observeClock updates the loop's estimate of database time minus local
-// time from a commit's database timestamp.
+// time from a database timestamp read just before: the local clock is read
+// after the database's, so the estimate errs early, never late.
 func (p *partition) observeClock(dbNow time.Time) {
 	p.dbOffset = dbNow.Sub(p.e.clock.Now())
 }
@@ -91,54 +89,23 @@ func (p *partition) armTimer(t *time.Timer) {
 	t.Reset(d)
 }
 
-// timerRetryDelay is how soon the loop asks again when a timer it holds is
-// due by its own clock but not yet by the database's.
-const timerRetryDelay = 5 * time.Millisecond
-
-// dueTimers appends a request for every timer the database says is due.
-// The store, not the local clock, decides: a timer never fires early by
-// database time. With poll unset it asks only if an in-memory timer is due;
-// the periodic poll also catches timers the loop does not hold (written by
-// an earlier owner, or dropped from memory).
-func (p *partition) dueTimers(batch []*request, poll bool) []*request {
+// dueTimers appends a request for every in-memory timer that is due.
+//
+// Deadlines are in database time: the core computes them from the engine's
+// estimate of the database clock (the local clock plus the offset seen at
+// the last commit). That estimate errs early by at most the duration of a
+// commit, so a timer fires at or after its recorded deadline by the
+// database's clock, never before it. A timer whose saga has moved on is
+// ignored by the core.
+func (p *partition) dueTimers(batch []*request) []*request {
 	now := p.dbNow()
-	if !poll {
-		if top := p.timers.peek(); top == nil || top.dbFireAt.After(now) {
-			return batch
-		}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
-	defer cancel()
-	due, err := p.e.store.TimerDue(ctx, &storage.TimerDueParams{Partition: p.id, Limit: p.e.cfg.MaxBatch})
-	if err != nil {
-		p.e.log.Warn("load due timers", "partition", p.id, "err", err)
-		p.deferDueTimers(now)
-		return batch
-	}
-	for i := range due {
-		t := due[i]
-		p.timers.remove(t.ID)
-		batch = append(batch, &request{kind: reqTimer, sagaID: string(t.Payload), timer: &t})
-	}
-	p.deferDueTimers(now)
-	return batch
-}
-
-// deferDueTimers pushes back in-memory timers that are due locally but were
-// not returned as due: shortly, in case the clocks differ a little; and out
-// of memory if they are a whole poll interval late, for then the periodic
-// poll is what fires them (or they were deleted).
-func (p *partition) deferDueTimers(now time.Time) {
-	for {
+	for len(batch) < p.e.cfg.MaxBatch {
 		top := p.timers.peek()
 		if top == nil || top.dbFireAt.After(now) {
-			return
+			break
 		}
-		if now.Sub(top.dbFireAt) > p.e.cfg.TimerPollInterval {
-			p.timers.remove(top.id)
-			continue
-		}
-		top.dbFireAt = now.Add(timerRetryDelay)
-		heap.Fix(p.timers, top.index)
+		p.timers.remove(top.id)
+		batch = append(batch, &request{kind: reqTimer, sagaID: top.sagaID, timerID: top.id})
 	}
+	return batch
 }

@@ -23,9 +23,8 @@ type work struct {
 	taskInserts  map[string]storage.TaskInsert
 	taskOrder    []string
 	taskDeletes  map[string]bool
-	timerInserts map[string]pendingTimer
-	timerOrder   []string
-	timerDeletes map[string]bool
+	timerSets    map[string]timerEntry
+	timerCancels map[string]bool
 	keys         []storage.IdempotencyKeyInsert
 	batchKeys    map[string]idemResult
 
@@ -42,10 +41,6 @@ type pending struct {
 	isNew  bool
 }
 
-type pendingTimer struct {
-	insert storage.TimerInsert
-}
-
 type pendingReply struct {
 	r   *request
 	rep reply
@@ -54,19 +49,19 @@ type pendingReply struct {
 func newWork(p *partition) *work {
 	return &work{
 		p:            p,
-		now:          p.e.clock.Now(),
+		now:          p.dbNow(),
 		touched:      map[string]*pending{},
 		taskInserts:  map[string]storage.TaskInsert{},
 		taskDeletes:  map[string]bool{},
-		timerInserts: map[string]pendingTimer{},
-		timerDeletes: map[string]bool{},
+		timerSets:    map[string]timerEntry{},
+		timerCancels: map[string]bool{},
 		batchKeys:    map[string]idemResult{},
 		queues:       map[string]bool{},
 	}
 }
 
 func (w *work) empty() bool {
-	return len(w.order) == 0 && len(w.taskDeletes) == 0 && len(w.timerDeletes) == 0
+	return len(w.order) == 0 && len(w.taskDeletes) == 0
 }
 
 // reply records the answer for a request, sent after the commit.
@@ -98,8 +93,7 @@ func (w *work) apply(r *request) {
 		w.applyStep(r, *r.result)
 	case reqTimer:
 		w.p.e.metrics.timersFired.Inc()
-		w.deleteTimer(r.timer.ID)
-		w.applyStep(r, saga.Input{Kind: saga.InputTimerFired, TimerID: r.timer.ID})
+		w.applyStep(r, saga.Input{Kind: saga.InputTimerFired, TimerID: r.timerID})
 	case reqCancel:
 		w.applyStep(r, saga.Input{Kind: saga.InputCancel, Reason: r.reason})
 	case reqOperatorRetry:
@@ -246,11 +240,6 @@ func (w *work) deleteTask(id string) {
 	w.taskDeletes[id] = true
 }
 
-func (w *work) deleteTimer(id string) {
-	delete(w.timerInserts, id)
-	w.timerDeletes[id] = true
-}
-
 // params assembles the batch's single commit.
 func (w *work) params() *storage.CommitParams {
 	p := &storage.CommitParams{Partition: w.p.id, Epoch: w.p.epoch, IdempotencyKeys: w.keys}
@@ -294,14 +283,6 @@ func (w *work) params() *storage.CommitParams {
 	for id := range w.taskDeletes {
 		p.TaskDeletes = append(p.TaskDeletes, id)
 	}
-	for _, id := range w.timerOrder {
-		if t, ok := w.timerInserts[id]; ok {
-			p.TimerInserts = append(p.TimerInserts, t.insert)
-		}
-	}
-	for id := range w.timerDeletes {
-		p.TimerDeletes = append(p.TimerDeletes, id)
-	}
 	return p
 }
 
@@ -331,21 +312,20 @@ func (w *work) committed(dbNow time.Time) {
 	for k, v := range w.batchKeys {
 		p.recentKeys[k] = v
 	}
-	for id := range w.timerDeletes {
+	for id := range w.timerCancels {
 		p.timers.remove(id)
 	}
-	for _, id := range w.timerOrder {
-		if t, ok := w.timerInserts[id]; ok {
-			p.timers.push(timerEntry{id: id, sagaID: string(t.insert.Payload), dbFireAt: dbNow.Add(t.insert.Delay)})
-		}
+	for _, t := range w.timerSets {
+		p.timers.push(t)
+	}
+	for id := range w.taskDeletes {
+		p.e.pushes.forget(id)
 	}
 	for q := range w.queues {
 		p.e.queues.signal(q)
 	}
-	if push := p.e.cfg.Push; push != nil {
-		for _, t := range w.pushes {
-			push.Dispatch(t)
-		}
+	for _, t := range w.pushes {
+		p.e.pushes.dispatch(t)
 	}
 	for _, pd := range w.finished {
 		status := string(pd.state.Status())

@@ -105,16 +105,14 @@ func (w *writer) do(ctx context.Context, r *request) (finished bool, err error) 
 	case <-ctx.Done():
 		return true, fmt.Errorf("sqlite: %w", ctx.Err())
 	}
+	// Once queued, the write is waited for even if ctx ends: the writer
+	// skips writes whose context has ended before it reaches them, so the
+	// wait is one transaction at most, and in exchange the caller always
+	// learns whether the write was committed, and no closure of its runs
+	// after it has returned.
 	select {
 	case <-r.done:
 		return true, r.err
-	case <-ctx.Done():
-		select {
-		case <-r.done: // it finished meanwhile: report what happened
-			return true, r.err
-		default:
-			return false, fmt.Errorf("sqlite: %w (the write may or may not be committed)", ctx.Err())
-		}
 	case <-w.exited:
 		select {
 		case <-r.done:
