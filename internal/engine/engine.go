@@ -79,13 +79,13 @@ type Config struct {
 
 // Defaults.
 const (
-	DefaultLeaseTTL          = 10 * time.Second
-	DefaultMaxBatch          = 512
-	DefaultInboxSize         = 4096
-	DefaultIdempotencyTTL    = 24 * time.Hour
-	DefaultRetention         = 30 * 24 * time.Hour
-	DefaultMaxDeliveries     = 5
-	DefaultTaskPollInterval  = 250 * time.Millisecond
+	DefaultLeaseTTL         = 10 * time.Second
+	DefaultMaxBatch         = 512
+	DefaultInboxSize        = 4096
+	DefaultIdempotencyTTL   = 24 * time.Hour
+	DefaultRetention        = 30 * 24 * time.Hour
+	DefaultMaxDeliveries    = 5
+	DefaultTaskPollInterval = 250 * time.Millisecond
 )
 
 // PushQueue is the queue name push attempts carry (they are never stored in

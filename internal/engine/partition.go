@@ -65,11 +65,11 @@ type request struct {
 	kind   requestKind
 	sagaID string
 
-	start  *StartParams
-	result *saga.Input // for reqResult: the core input; Now is set by the loop
-	taskID string      // for reqResult: the task whose result this is
-	timerID string // for reqTimer
-	reason string // for reqCancel
+	start   *StartParams
+	result  *saga.Input // for reqResult: the core input; Now is set by the loop
+	taskID  string      // for reqResult: the task whose result this is
+	timerID string      // for reqTimer
+	reason  string      // for reqCancel
 
 	reply chan reply
 }
