@@ -93,9 +93,9 @@ func (w *writer) stop() error {
 }
 
 // do hands r to the writer and waits for its outcome. finished reports
-// whether the writer is done with r (false: it may still write to it). If
-// ctx ends first the write may still be committed: the caller cannot know,
-// as with any database whose connection drops during COMMIT.
+// whether the writer is done with r (false only when the writer stopped
+// with r still queued). ctx bounds the wait for room in the queue; once r
+// is queued its outcome is always waited for (see below).
 func (w *writer) do(ctx context.Context, r *request) (finished bool, err error) {
 	r.ctx = ctx
 	select {
