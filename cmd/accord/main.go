@@ -50,5 +50,6 @@ func newRootCommand() *cobra.Command {
 		Version:       version,
 	}
 	root.AddCommand(newServerCommand(), newBenchCommand())
+	root.AddCommand(newClientCommands()...)
 	return root
 }
