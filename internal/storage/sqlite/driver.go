@@ -90,6 +90,11 @@ func (d *Driver) open(ctx context.Context, cfg Config, abs string) error {
 		// After a checkpoint resets the write-ahead log, truncate its file
 		// to this size rather than keep the largest it ever grew to.
 		"_pragma=journal_size_limit(67108864)",
+		// Statement and savepoint journals (one per batched commit) in
+		// memory rather than in temporary files: they only ever roll back
+		// a part of an open transaction, so they need no durability, and
+		// on a file they cost a write system call per statement.
+		"_pragma=temp_store(MEMORY)",
 	))
 	if err != nil {
 		return fmt.Errorf("sqlite: open %s: %w", abs, err)
