@@ -315,7 +315,14 @@ func RunSaga(ctx context.Context, cfg SagaConfig) (*SagaResult, error) {
 	// Events per saga: a successful saga's log (started, scheduled and
 	// succeeded per step, completed).
 	res.EventsPerSaga = float64(2 + 2*steps)
-	// The storage limit on the same store, measured now, after the run.
+	// The storage limit on the same store, measured now, after the run,
+	// once the engine has released its partition leases.
+	if push != nil {
+		_ = push.Stop(ctx)
+	}
+	if err := eng.Stop(ctx); err != nil {
+		return nil, err
+	}
 	sres, err := appendRate(ctx, store, StorageConfig{Writers: 16, Duration: 2 * time.Second}, 100)
 	if err == nil {
 		res.StorageEventsPerSec = sres.EventsPerSec
