@@ -249,6 +249,34 @@ func TestGracefulStop(t *testing.T) {
 	}
 }
 
+// TestGraceExpires: a handler still running when the grace period ends has
+// its context cancelled, and its task is reported retryable with the code
+// shutdown, so that it runs again soon rather than after its claim expires.
+func TestGraceExpires(t *testing.T) {
+	t.Parallel()
+	s := sdktest.NewServer(t)
+	s.Register(t, orderDef)
+	entered := make(chan struct{})
+	w := worker.New(s.Client, worker.Options{PollWait: time.Second, GracePeriod: 20 * time.Millisecond})
+	w.Handle("orders", "create_order", func(ctx context.Context, task *worker.Task) (any, error) {
+		close(entered)
+		<-ctx.Done()
+		return nil, worker.Failure("gave_up", "a failure caused by the shutdown must not compensate the saga")
+	})
+	stop := startWorker(t, w)
+	id := start(t, s.Client, nil)
+	<-entered
+	stop()
+	sg, err := s.Client.GetSaga(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	step := sg.Steps[0]
+	if sg.Status != client.StatusRunning || step.LastError == nil || step.LastError.Code != worker.CodeShutdown || step.NextAttemptAt.IsZero() {
+		t.Fatalf("saga %s, first step %+v", sg.Status, step)
+	}
+}
+
 // TestClaimLost: when the claim expires and another worker takes the task,
 // the next heartbeat cancels the handler's context with ErrClaimLost and
 // its result is dropped.
