@@ -29,6 +29,8 @@ type testBundle struct {
 
 type setupOpts struct {
 	apiConfig func(*api.Config)
+	// wrapStore, if set, wraps the store the engine and the API use.
+	wrapStore func(storage.Driver) storage.Driver
 }
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -38,11 +40,17 @@ func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard
 func setup(t testing.TB, opts ...setupOpts) *testBundle {
 	t.Helper()
 	ctx := context.Background()
-	store, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(t.TempDir(), "a.db"), Partitions: 4})
+	db, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(t.TempDir(), "a.db"), Partitions: 4})
 	if err != nil {
 		t.Fatalf("open sqlite: %v", err)
 	}
-	t.Cleanup(func() { _ = store.Close() })
+	t.Cleanup(func() { _ = db.Close() })
+	var store storage.Driver = db
+	for _, o := range opts {
+		if o.wrapStore != nil {
+			store = o.wrapStore(store)
+		}
+	}
 	eng, err := engine.New(engine.Config{
 		Store: store, Logger: quietLogger(), LeaseTTL: 2 * time.Second,
 		TaskPollInterval: 20 * time.Millisecond,

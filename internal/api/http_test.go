@@ -3,13 +3,16 @@ package api_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/accord-saga/accord/internal/api"
+	"github.com/accord-saga/accord/internal/storage"
 )
 
 // TestTruncatedBody sends fewer bytes than Content-Length promises and
@@ -81,4 +84,79 @@ func TestBreakers(t *testing.T) {
 	}
 	// Without a snapshot function the route does not exist.
 	wantStatus(t, setup(t).do(t, http.MethodGet, "/v1/breakers", nil), http.StatusNotFound)
+}
+
+// TestStorageOutage: when the store cannot serve, requests answer 503
+// unavailable with Retry-After, and the detail does not leak driver errors.
+func TestStorageOutage(t *testing.T) {
+	t.Parallel()
+	var down atomic.Bool
+	b := setup(t, setupOpts{wrapStore: func(d storage.Driver) storage.Driver { return &flakyStore{Driver: d, down: &down} }})
+	b.registerOrder(t)
+	id := b.start(t, "order", nil).ID
+	down.Store(true)
+	for _, path := range []string{"/v1/sagas", "/v1/definitions", "/v1/definitions/order", "/v1/sagas/" + id,
+		"/v1/sagas/" + id + "/events", "/v1/queues"} {
+		r := b.do(t, http.MethodGet, path, nil)
+		p := r.problem(t)
+		if p.Status != http.StatusServiceUnavailable || p.Type != api.TypeUnavailable || r.header.Get("Retry-After") == "" {
+			t.Fatalf("%s: %+v, Retry-After %q", path, p, r.header.Get("Retry-After"))
+		}
+		if strings.Contains(p.Detail, "disk") {
+			t.Fatalf("%s: detail leaks the driver error: %s", path, p.Detail)
+		}
+	}
+	down.Store(false)
+	wantStatus(t, b.do(t, http.MethodGet, "/v1/sagas/"+id, nil), http.StatusOK)
+}
+
+// flakyStore fails the reads the API makes while down is set, as a broken
+// disk or an unreachable database would.
+type flakyStore struct {
+	storage.Driver
+	down *atomic.Bool
+}
+
+var errDisk = errors.New("disk I/O error: /var/lib/accord/accord.db")
+
+func (f *flakyStore) DefinitionGet(ctx context.Context, name string, version int) (storage.Definition, error) {
+	if f.down.Load() {
+		return storage.Definition{}, errDisk
+	}
+	return f.Driver.DefinitionGet(ctx, name, version)
+}
+
+func (f *flakyStore) DefinitionList(ctx context.Context, p *storage.DefinitionListParams) ([]storage.Definition, error) {
+	if f.down.Load() {
+		return nil, errDisk
+	}
+	return f.Driver.DefinitionList(ctx, p)
+}
+
+func (f *flakyStore) StreamRead(ctx context.Context, p *storage.StreamReadParams) ([]storage.Event, error) {
+	if f.down.Load() {
+		return nil, errDisk
+	}
+	return f.Driver.StreamRead(ctx, p)
+}
+
+func (f *flakyStore) SagaGet(ctx context.Context, id string) (storage.Saga, error) {
+	if f.down.Load() {
+		return storage.Saga{}, errDisk
+	}
+	return f.Driver.SagaGet(ctx, id)
+}
+
+func (f *flakyStore) SagaList(ctx context.Context, p *storage.SagaListParams) ([]storage.Saga, error) {
+	if f.down.Load() {
+		return nil, errDisk
+	}
+	return f.Driver.SagaList(ctx, p)
+}
+
+func (f *flakyStore) TaskQueueStats(ctx context.Context) ([]storage.QueueStats, error) {
+	if f.down.Load() {
+		return nil, errDisk
+	}
+	return f.Driver.TaskQueueStats(ctx)
 }
