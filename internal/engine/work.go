@@ -174,6 +174,11 @@ func (w *work) lookupKey(key string) (idemResult, bool, error) {
 // applyStep steps one saga through the core.
 func (w *work) applyStep(r *request, in saga.Input) {
 	pd, err := w.pendingFor(r.sagaID)
+	if err == nil && pd == nil && r.kind == reqOperatorRetry {
+		// A saga that needs an operator has ended as far as memory goes;
+		// an operator retry is what brings it back.
+		pd, err = w.pendingEnded(r.sagaID)
+	}
 	if err != nil {
 		w.reply(r, reply{err: err})
 		return
@@ -224,6 +229,31 @@ func (w *work) pendingFor(id string) (*pending, error) {
 	}
 	entry, err := w.p.load(id)
 	if err != nil || entry == nil {
+		return nil, err
+	}
+	pd := &pending{entry: entry, state: entry.state}
+	w.touched[id] = pd
+	w.order = append(w.order, id)
+	return pd, nil
+}
+
+// pendingEnded loads a saga of this partition that has ended, for an input
+// that may resume it (an operator retry); nil if there is none.
+func (w *work) pendingEnded(id string) (*pending, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+	defer cancel()
+	rec, err := w.p.e.store.SagaGet(ctx, id)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("engine: load saga %s: %w", id, err)
+	}
+	if rec.Partition != w.p.id || rec.Status != string(saga.StatusNeedsOperator) {
+		return nil, nil
+	}
+	entry, err := w.p.e.entryFromRecord(ctx, rec)
+	if err != nil {
 		return nil, err
 	}
 	pd := &pending{entry: entry, state: entry.state}
