@@ -37,6 +37,8 @@ Every flag can also be set with the environment variable shown beside it.`,
 	f.StringVar(&cfg.NodeID, "node-id", cfg.NodeID, "this node's name in partition leases (default: host name and pid with PostgreSQL, \"local\" embedded)")
 	f.DurationVar(&cfg.LeaseTTL, "lease-ttl", cfg.LeaseTTL, "partition lease time to live; a dead node's partitions move after about this long")
 	f.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "how long a graceful shutdown may take before in-flight work is abandoned to recovery")
+	f.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", cfg.MaxBodyBytes, "largest API request body accepted (413 beyond)")
+	f.IntVar(&cfg.MaxInFlight, "max-in-flight", cfg.MaxInFlight, "API requests served at once; beyond, 503 with Retry-After at once")
 	f.DurationVar(&cfg.Retention, "retention", cfg.Retention, "how long a finished saga and its log are kept")
 	f.DurationVar(&cfg.IdempotencyTTL, "idempotency-ttl", cfg.IdempotencyTTL, "how long a saga start's idempotency key is remembered")
 	f.StringSliceVar(&cfg.PushAllow, "push-allow", cfg.PushAllow, `endpoints push steps may call: URL patterns like http://127.0.0.1:* or CIDRs like 10.0.0.0/8; "*" allows all (default none)`)

@@ -57,6 +57,11 @@ type Config struct {
 	// PushBulkheadWait is how long a call waits for a bulkhead slot.
 	// Default 1s.
 	PushBulkheadWait time.Duration
+	// MaxBodyBytes caps an API request body. Default 1 MiB.
+	MaxBodyBytes int64
+	// MaxInFlight caps API requests served at once; beyond it the server
+	// answers 503 with Retry-After at once (fail fast). Default 1024.
+	MaxInFlight int
 	// Version is the binary's version, sent as accord/VERSION in the
 	// User-Agent of push calls. Set by the command, not a flag.
 	Version string
@@ -76,6 +81,8 @@ func DefaultConfig() Config {
 		Durability:          "full",
 		LeaseTTL:            10 * time.Second,
 		ShutdownTimeout:     30 * time.Second,
+		MaxBodyBytes:        1 << 20,
+		MaxInFlight:         1024,
 		Retention:           30 * 24 * time.Hour,
 		IdempotencyTTL:      24 * time.Hour,
 		PushWorkers:         64,
@@ -114,6 +121,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("--shutdown-timeout %s: must be positive", c.ShutdownTimeout))
+	}
+	if c.MaxBodyBytes < 1<<10 || c.MaxInFlight < 1 {
+		errs = append(errs, fmt.Errorf("--max-body-bytes must be at least 1024 and --max-in-flight at least 1"))
 	}
 	if c.Retention < time.Minute || c.IdempotencyTTL < time.Minute {
 		errs = append(errs, fmt.Errorf("--retention and --idempotency-ttl must be at least 1m"))

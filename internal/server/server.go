@@ -102,7 +102,13 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("--addr %s: %w", cfg.Addr, err)
 	}
 	handler := api.New(api.Config{
-		Gatherer: reg,
+		Engine:       eng,
+		Store:        store,
+		Logger:       log,
+		MaxBodyBytes: cfg.MaxBodyBytes,
+		MaxInFlight:  cfg.MaxInFlight,
+		Breakers:     func() any { return push.Breakers() },
+		Gatherer:     reg,
 		Readiness: map[string]api.ReadinessCheck{
 			"partitions": func(context.Context) error {
 				if n := eng.OwnedPartitions(); n == 0 {
