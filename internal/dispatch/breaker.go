@@ -25,19 +25,19 @@ var (
 // BreakerState is the state of one endpoint's circuit breaker and bulkhead.
 type BreakerState struct {
 	// Endpoint is scheme://host:port.
-	Endpoint string
+	Endpoint string `json:"endpoint"`
 	// State is "closed", "open" or "half-open".
-	State string
+	State string `json:"state"`
 	// Counts of the current window (closed) or of the current state
 	// (half-open); reset at every state change.
-	Requests            uint32
-	Successes           uint32
-	Failures            uint32
-	ConsecutiveFailures uint32
+	Requests            uint32 `json:"requests"`
+	Successes           uint32 `json:"successes"`
+	Failures            uint32 `json:"failures"`
+	ConsecutiveFailures uint32 `json:"consecutive_failures"`
 	// InFlight is the number of calls holding a bulkhead slot.
-	InFlight int
+	InFlight int `json:"in_flight"`
 	// Waiting is the number of calls waiting for a bulkhead slot.
-	Waiting int
+	Waiting int `json:"waiting"`
 }
 
 // endpoint holds the breaker and the bulkhead of one scheme://host:port.

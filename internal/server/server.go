@@ -107,7 +107,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Logger:       log,
 		MaxBodyBytes: cfg.MaxBodyBytes,
 		MaxInFlight:  cfg.MaxInFlight,
-		Breakers:     func() any { return push.Breakers() },
+		Breakers:     func() any { return map[string]any{"breakers": push.Breakers()} },
 		Gatherer:     reg,
 		Readiness: map[string]api.ReadinessCheck{
 			"partitions": func(context.Context) error {
