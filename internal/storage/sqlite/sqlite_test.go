@@ -216,6 +216,20 @@ func TestClosedDriver(t *testing.T) {
 	if !errors.Is(err, sqlite.ErrClosed) {
 		t.Fatalf("Commit after Close: %v, want ErrClosed", err)
 	}
+	// Reads after Close are errors, never a panic.
+	ctx := t.Context()
+	if _, err := d.SagaGet(ctx, "x"); err == nil {
+		t.Error("SagaGet after Close succeeded")
+	}
+	if _, err := d.DefinitionList(ctx, &storage.DefinitionListParams{Limit: 1}); err == nil {
+		t.Error("DefinitionList after Close succeeded")
+	}
+	if _, err := d.StreamRead(ctx, &storage.StreamReadParams{Stream: "s"}); err == nil {
+		t.Error("StreamRead after Close succeeded")
+	}
+	if _, err := d.TaskGet(ctx, "t"); err == nil {
+		t.Error("TaskGet after Close succeeded")
+	}
 }
 
 func readFile(t *testing.T, path string) []byte {

@@ -133,9 +133,11 @@ type stmtSQL struct {
 func closeStmts(list []stmtSQL) error {
 	var errs []error
 	for _, st := range list {
+		// The pointer is kept: a read racing with Close, or made after it,
+		// then gets database/sql's "statement is closed" error rather than
+		// a nil dereference. Closing a closed statement is a no-op.
 		if *st.dst != nil {
 			errs = append(errs, (*st.dst).Close())
-			*st.dst = nil
 		}
 	}
 	return errors.Join(errs...)
