@@ -30,8 +30,9 @@ fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 		$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $${FUZZTIME:-30s} ./internal/saga || exit 1; \
 	done
 
-bench: build ## storage benchmark (see BENCHMARKS.md)
+bench: build ## storage and saga benchmarks (see BENCHMARKS.md)
 	$(BIN) bench storage
+	$(BIN) bench --sagas 4000
 
 clean: ## remove build output
 	rm -rf bin
