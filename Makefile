@@ -4,7 +4,7 @@ STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 PKGS        ?= ./...
 BIN         ?= bin/accord
 
-.PHONY: help build run test test-short lint fuzz bench clean
+.PHONY: help build run test test-short crash-report lint fuzz bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -17,6 +17,11 @@ run: ## run the server on the embedded store (./accord-data)
 
 test: ## run every test with the race detector (PostgreSQL tests need ACCORD_TEST_DATABASE_URL or a local server)
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+crash-report: ## run the two kill -9 tests verbosely and print their one-line summaries
+	@$(GO) test -race -count=1 -v -run 'TestCrash' ./internal/storage/crashtest ./internal/engine \
+		| tee /tmp/accord-crash-report.log | grep -E '^(crashtest|recovery):' ; \
+	grep -qE '^--- FAIL|^FAIL' /tmp/accord-crash-report.log && exit 1 || true
 
 test-short: ## quick tests without the race detector
 	$(GO) test -short -count=1 $(PKGS)
