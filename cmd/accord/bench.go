@@ -14,6 +14,7 @@ func newBenchCommand() *cobra.Command {
 	var cfg bench.SagaConfig
 	var asJSON bool
 	var cpuProfile string
+	var waiting int
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Measure Accord on this machine",
@@ -37,6 +38,16 @@ generator together, so they are an upper bound for the server alone.`,
 				}
 				defer pprof.StopCPUProfile()
 			}
+			if waiting > 0 {
+				cfg.Sagas = waiting
+				res, err := bench.RunWaiting(cmd.Context(), cfg)
+				if res != nil {
+					if werr := bench.WriteWaitingResult(os.Stdout, res, asJSON); werr != nil {
+						return werr
+					}
+				}
+				return err
+			}
 			res, err := bench.RunSaga(cmd.Context(), cfg)
 			if err != nil {
 				return err
@@ -56,6 +67,7 @@ generator together, so they are an upper bound for the server alone.`,
 	f.Float64Var(&cfg.FailRate, "fail-rate", 0, "share of sagas whose last step fails (they compensate)")
 	f.IntVar(&cfg.Partitions, "partitions", 16, "partitions of the benchmark store")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object")
+	f.IntVar(&waiting, "waiting", 0, "instead: start this many sagas that wait on a 1h timer, report memory, restart the engine and time the recovery of all of them")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
 	bindEnv(cmd)
 	cmd.AddCommand(newBenchStorageCommand())

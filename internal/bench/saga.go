@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -127,13 +128,10 @@ func RunSaga(ctx context.Context, cfg SagaConfig) (*SagaResult, error) {
 	defer cleanup()
 
 	// The participant: answers every call at once; fails the last step of
-	// a share of sagas.
-	var failSet sync.Map
-	handle := func(sagaID, step, phase string) (outcome string) {
-		if phase == "action" && (step == "credit" || step == "shipping") {
-			if _, ok := failSet.Load(sagaID); ok {
-				return "failure"
-			}
+	// the sagas whose input says so.
+	handle := func(step, phase string, input []byte) (outcome string) {
+		if phase == "action" && (step == "credit" || step == "shipping") && strings.Contains(string(input), `"fail":true`) {
+			return "failure"
 		}
 		return "success"
 	}
@@ -148,8 +146,8 @@ func RunSaga(ctx context.Context, cfg SagaConfig) (*SagaResult, error) {
 			return nil, err
 		}
 		srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			_, _ = io.Copy(io.Discard, r.Body)
-			if handle(r.Header.Get("Accord-Saga-Id"), r.Header.Get("Accord-Step"), r.Header.Get("Accord-Phase")) == "failure" {
+			body, _ := io.ReadAll(r.Body)
+			if handle(r.Header.Get("Accord-Step"), r.Header.Get("Accord-Phase"), body) == "failure" {
 				w.Header().Set("Content-Type", "application/problem+json")
 				w.WriteHeader(http.StatusUnprocessableEntity)
 				_, _ = w.Write([]byte(`{"type":"about:blank","title":"declined","code":"declined"}`))
@@ -232,8 +230,12 @@ func RunSaga(ctx context.Context, cfg SagaConfig) (*SagaResult, error) {
 					began := time.Now()
 					var res engine.StartResult
 					var err error
+					input := json.RawMessage(`{"amount":100,"fail":false}`)
+					if rng.Float64() < cfg.FailRate {
+						input = json.RawMessage(`{"amount":100,"fail":true}`)
+					}
 					for {
-						res, err = eng.StartSaga(ctx, engine.StartParams{Definition: defName, Input: json.RawMessage(`{"amount":100}`)})
+						res, err = eng.StartSaga(ctx, engine.StartParams{Definition: defName, Input: input})
 						if err != engine.ErrOverloaded {
 							break
 						}
@@ -248,13 +250,8 @@ func RunSaga(ctx context.Context, cfg SagaConfig) (*SagaResult, error) {
 						mu.Unlock()
 						return
 					}
-					// Register before the saga can progress far: the
-					// participant consults failSet, OnFinish the channel.
-					// A saga that ends before registration is caught by
-					// the status check below.
-					if rng.Float64() < cfg.FailRate {
-						failSet.Store(res.SagaID, true)
-					}
+					// A saga that ends before this registration is caught
+					// by the status check below.
 					finished.Store(res.SagaID, done)
 					var status string
 					select {
@@ -332,14 +329,14 @@ func RunSaga(ctx context.Context, cfg SagaConfig) (*SagaResult, error) {
 }
 
 // pullWorker serves the bench queue through the engine's task API.
-func pullWorker(ctx context.Context, eng *engine.Engine, handle func(saga, step, phase string) string) {
+func pullWorker(ctx context.Context, eng *engine.Engine, handle func(step, phase string, input []byte) string) {
 	for ctx.Err() == nil {
 		tasks, err := eng.PollTasks(ctx, engine.PollParams{Queue: "bench", Max: 32, Visibility: 30 * time.Second, Wait: time.Second})
 		if err != nil {
 			return
 		}
 		for _, t := range tasks {
-			r := engine.Result{TaskID: t.ID, ClaimToken: t.ClaimToken, Outcome: handle(t.SagaID, t.Step, t.Phase)}
+			r := engine.Result{TaskID: t.ID, ClaimToken: t.ClaimToken, Outcome: handle(t.Step, t.Phase, t.Input)}
 			if r.Outcome == "failure" {
 				r.ErrorCode = "declined"
 			}

@@ -108,6 +108,9 @@ func (c *queueCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+// ActiveSagas returns how many unfinished sagas this node holds in memory.
+func (e *Engine) ActiveSagas() int { return e.activeSagas() }
+
 // activeSagas counts the sagas held in memory. It reads each partition's
 // map size without the loop's cooperation; the count is approximate by
 // nature and only for the gauge.
