@@ -64,6 +64,7 @@ generator together, so they are an upper bound for the server alone.`,
 	f.IntVar(&cfg.Sagas, "sagas", 2000, "sagas to measure")
 	f.IntVar(&cfg.Concurrency, "concurrency", 50, "concurrent submitters")
 	f.IntVar(&cfg.Warmup, "warmup", 200, "sagas run before measuring")
+	f.IntVar(&cfg.Prefill, "prefill", 0, "sagas completed before the warm-up, to measure on a store with that much history")
 	f.Float64Var(&cfg.FailRate, "fail-rate", 0, "share of sagas whose last step fails (they compensate)")
 	f.IntVar(&cfg.Partitions, "partitions", 16, "partitions of the benchmark store")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object")

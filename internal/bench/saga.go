@@ -39,6 +39,9 @@ type SagaConfig struct {
 	Concurrency int
 	// Warmup sagas run (and not measured) first. Default 200.
 	Warmup int
+	// Prefill sagas are run to completion before the warm-up, so that the
+	// measurement runs on a store with that much history.
+	Prefill int
 	// FailRate is the share of sagas whose last step fails, so that they
 	// compensate. Default 0.
 	FailRate float64
@@ -58,6 +61,7 @@ type SagaResult struct {
 	Durability          string  `json:"durability"`
 	Sagas               int     `json:"sagas"`
 	Concurrency         int     `json:"concurrency"`
+	Prefilled           int     `json:"prefilled"`
 	Completed           int     `json:"completed"`
 	Compensated         int     `json:"compensated"`
 	Failed              int     `json:"failed"`
@@ -281,6 +285,11 @@ func RunSaga(ctx context.Context, cfg SagaConfig) (*SagaResult, error) {
 		swg.Wait()
 		return ack, e2e, statuses, firstErr
 	}
+	if cfg.Prefill > 0 {
+		if _, _, _, err := run(cfg.Prefill, false); err != nil {
+			return nil, fmt.Errorf("bench prefill: %w", err)
+		}
+	}
 	if cfg.Warmup > 0 {
 		if _, _, _, err := run(cfg.Warmup, false); err != nil {
 			return nil, fmt.Errorf("bench warmup: %w", err)
@@ -299,7 +308,7 @@ func RunSaga(ctx context.Context, cfg SagaConfig) (*SagaResult, error) {
 
 	res := &SagaResult{
 		Workload: cfg.Workload, Mode: cfg.Mode, Store: cfg.Store, Durability: cfg.Durability,
-		Sagas: cfg.Sagas, Concurrency: cfg.Concurrency,
+		Sagas: cfg.Sagas, Concurrency: cfg.Concurrency, Prefilled: cfg.Prefill,
 		Completed: statuses["completed"], Compensated: statuses["compensated"],
 		Failed:      cfg.Sagas - statuses["completed"] - statuses["compensated"],
 		SagasPerSec: float64(cfg.Sagas) / elapsed.Seconds(),
@@ -379,6 +388,11 @@ func WriteSagaResult(w io.Writer, r *SagaResult, asJSON bool) error {
 	if asJSON {
 		enc := json.NewEncoder(w)
 		return enc.Encode(r)
+	}
+	if r.Prefilled > 0 {
+		if _, err := fmt.Fprintf(w, "history       %d sagas completed before measuring\n", r.Prefilled); err != nil {
+			return err
+		}
 	}
 	_, err := fmt.Fprintf(w, `workload      %s (%s, %s store, durability %s)
 sagas         %d with %d concurrent submitters: %d completed, %d compensated, %d other
