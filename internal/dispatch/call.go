@@ -110,7 +110,7 @@ func (p *Push) newRequest(ctx context.Context, c *call) (*http.Request, error) {
 		p.cfg.Propagate(ctx, *t, h)
 	}
 	if h.Get("traceparent") == "" {
-		h.Set("traceparent", traceparent(t.SagaID))
+		h.Set("traceparent", traceparent(t))
 	}
 	return req, nil
 }

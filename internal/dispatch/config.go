@@ -69,8 +69,9 @@ type Config struct {
 	Version string
 	// Propagate, if set, writes trace context into a call's headers (an
 	// OpenTelemetry propagator's Inject). When it leaves no traceparent,
-	// one is generated: the trace id is derived from the saga id, so every
-	// call of one saga shares a trace id; the span id is random.
+	// the task's is sent (set by the engine's tracer), else one with the
+	// same derived ids, not sampled: the saga's trace id, so every call of
+	// one saga shares it, and the attempt's span id as parent.
 	Propagate func(ctx context.Context, t engine.Task, h http.Header)
 
 	// OnBreakerChange, if set, is called when an endpoint's breaker changes

@@ -42,7 +42,8 @@
 // participants deduplicate on it), Accord-Task-Id, Accord-Saga-Id,
 // Accord-Step, Accord-Phase ("action" or "compensation"), Accord-Attempt,
 // Accord-Epoch (the fencing epoch of the partition), Accord-Deadline (as
-// the body's), traceparent (W3C), Content-Type: application/json and
+// the body's), traceparent (W3C: the saga's trace id and the attempt's span
+// id as parent; see package tracing), Content-Type: application/json and
 // User-Agent: accord/<version>.
 //
 // The attempt is bounded by the task's attempt timeout (Config default and

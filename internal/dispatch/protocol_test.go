@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/accord-saga/accord/internal/engine"
+	"github.com/accord-saga/accord/internal/tracing"
 )
 
 func TestResponseProtocol(t *testing.T) {
@@ -163,6 +164,9 @@ func TestHeadersAndBody(t *testing.T) {
 			t.Fatalf("request %d: traceparent %q", i, r.Header.Get("traceparent"))
 		}
 		traceIDs = append(traceIDs, m[1])
+		if want := tracing.Traceparent("saga-1", "a"+attempt, false); m[0] != want {
+			t.Errorf("request %d: traceparent %q, want %q (the saga's trace id, the attempt's span, not sampled)", i, m[0], want)
+		}
 		body := bodies[i]
 		wantBody := map[string]any{
 			"task_id": "a" + attempt, "saga_id": "saga-1", "definition": "order", "definition_version": 2.0,
@@ -183,6 +187,28 @@ func TestHeadersAndBody(t *testing.T) {
 	}
 	if got[0].Header.Get("traceparent") == got[1].Header.Get("traceparent") {
 		t.Error("two calls share a span id")
+	}
+}
+
+// TestTaskTraceparent: a task that carries a traceparent (the engine's
+// tracer set it) is called with it.
+func TestTaskTraceparent(t *testing.T) {
+	t.Parallel()
+	const tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+	var seen atomic.Value
+	s, _ := server(t, func(w http.ResponseWriter, r *http.Request) {
+		seen.Store(r.Header.Get("traceparent"))
+		w.WriteHeader(204)
+	})
+	b := setup(t, nil)
+	task := newTask("t1", s.URL)
+	task.Traceparent = tp
+	b.push.Dispatch(task)
+	if r := b.done.wait(t, "t1"); r.Outcome != OutcomeSuccess {
+		t.Fatalf("outcome %q", r.Outcome)
+	}
+	if got := seen.Load(); got != tp {
+		t.Errorf("participant saw traceparent %q, want the task's %q", got, tp)
 	}
 }
 

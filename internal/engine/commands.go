@@ -41,6 +41,10 @@ func (w *work) commands(pd *pending, cmds []saga.Command) {
 
 // taskFor builds what a worker or participant receives for an attempt.
 func taskFor(p *partition, entry *sagaEntry, d *saga.DispatchStep, dispatchedAtMS int64) Task {
+	var traceparent string
+	if tr := p.e.cfg.Tracer; tr != nil {
+		traceparent = tr.Traceparent(entry.id, d.TaskID)
+	}
 	return Task{ID: d.TaskID, Queue: d.Target.Queue, taskBody: taskBody{
 		SagaID:            entry.id,
 		Partition:         p.id,
@@ -56,6 +60,7 @@ func taskFor(p *partition, entry *sagaEntry, d *saga.DispatchStep, dispatchedAtM
 		AttemptTimeoutMS:  d.AttemptTimeout.Milliseconds(),
 		DispatchedAtMS:    dispatchedAtMS,
 		Input:             d.Payload,
+		Traceparent:       traceparent,
 	}}
 }
 

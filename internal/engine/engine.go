@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/accord-saga/accord/internal/saga"
 	"github.com/accord-saga/accord/internal/storage"
 )
 
@@ -75,6 +76,10 @@ type Config struct {
 	// OnFinish, if set, is called after a saga reaches a terminal state
 	// (from the partition loop: it must not block).
 	OnFinish func(id, status string)
+	// Tracer, if set, is shown every commit's saga events and gives each
+	// attempt its trace context (package tracing). Optional: without it
+	// tasks carry no traceparent.
+	Tracer Tracer
 }
 
 // Defaults.
@@ -105,6 +110,19 @@ func (systemClock) Now() time.Time { return time.Now() }
 // for long; the engine calls it after the task is durable.
 type PushDispatcher interface {
 	Dispatch(t Task)
+}
+
+// Tracer observes the engine for tracing. Its methods are called from
+// partition loops, several at once: they must be safe for concurrent use
+// and must not block.
+type Tracer interface {
+	// Traceparent returns the W3C traceparent handed out with an attempt
+	// (taskID) of a saga, in its task and its push call.
+	Traceparent(sagaID, taskID string) string
+	// Committed is called after each commit, once per saga whose events
+	// the commit wrote, with the saga's state after the commit and those
+	// events in log order. It must not modify or keep either.
+	Committed(state *saga.State, events []saga.Event)
 }
 
 // Engine runs sagas. See the package documentation.

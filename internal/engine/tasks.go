@@ -37,6 +37,9 @@ type taskBody struct {
 	AttemptTimeoutMS  int64           `json:"attempt_timeout_ms,omitempty"`
 	DispatchedAtMS    int64           `json:"dispatched_at_ms,omitempty"`
 	Input             json.RawMessage `json:"input,omitempty"`
+	// Traceparent is the attempt's W3C trace context (see Config.Tracer);
+	// empty without a tracer.
+	Traceparent string `json:"traceparent,omitempty"`
 }
 
 // Result is a task's outcome as reported by a worker or participant.

@@ -329,6 +329,9 @@ func (w *work) committed(dbNow time.Time) {
 		}
 		pd.entry.state = pd.state
 		pd.entry.version += int64(len(pd.events))
+		if tr := p.e.cfg.Tracer; tr != nil && len(pd.events) > 0 {
+			tr.Committed(pd.state, pd.events)
+		}
 		if pd.state.Terminal() {
 			delete(p.sagas, id)
 		} else {
