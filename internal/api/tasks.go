@@ -31,6 +31,7 @@ type Task struct {
 	IdempotencyKey    string          `json:"idempotency_key" doc:"Stable across retries of this step phase: the participant deduplicates on it."`
 	AttemptTimeoutMS  int64           `json:"attempt_timeout_ms,omitempty"`
 	Input             json.RawMessage `json:"input,omitempty"`
+	Traceparent       string          `json:"traceparent,omitempty" doc:"W3C trace context of the attempt (the saga's trace, the attempt's span as parent) when the server traces."`
 }
 
 // TaskList answers a poll.
@@ -212,7 +213,7 @@ func (s *server) handlePoll(ctx context.Context, in *pollInput) (*pollOutput, er
 			ID: t.ID, ClaimToken: t.ClaimToken, Queue: t.Queue, Deliveries: t.Deliveries, SagaID: t.SagaID,
 			Partition: t.Partition, Epoch: t.Epoch, Definition: t.Definition, DefinitionVersion: t.DefinitionVersion,
 			Step: t.Step, Phase: t.Phase, Attempt: t.Attempt, Operation: t.Operation, IdempotencyKey: t.IdempotencyKey,
-			AttemptTimeoutMS: t.AttemptTimeoutMS, Input: rawJSON(t.Input),
+			AttemptTimeoutMS: t.AttemptTimeoutMS, Input: rawJSON(t.Input), Traceparent: t.Traceparent,
 		}
 	}
 	return out, nil

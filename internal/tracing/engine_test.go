@@ -86,10 +86,12 @@ func spans(t *testing.T, tr *tracing.Tracer, exp *tracetest.InMemoryExporter) tr
 	return exp.GetSpans()
 }
 
+func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
 // newEngine returns a started engine; stop stops it (also at cleanup).
 func newEngine(t *testing.T, store storage.Driver, tr engine.Tracer, push engine.PushDispatcher) (e *engine.Engine, stop func()) {
 	t.Helper()
-	cfg := engine.Config{Store: store, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), LeaseTTL: 2 * time.Second,
+	cfg := engine.Config{Store: store, Logger: quietLogger(), LeaseTTL: 2 * time.Second,
 		TaskPollInterval: 20 * time.Millisecond, Push: push}
 	if tr != nil {
 		cfg.Tracer = tr
@@ -169,11 +171,15 @@ func pull(t *testing.T, e *engine.Engine, queue string) engine.Task {
 
 func startSaga(t *testing.T, e *engine.Engine) string {
 	t.Helper()
-	res, err := e.StartSaga(context.Background(), engine.StartParams{Definition: "traced", Input: json.RawMessage(`{"n":1}`)})
+	res, err := e.StartSaga(context.Background(), engineStart("traced"))
 	if err != nil {
 		t.Fatalf("start: %v", err)
 	}
 	return res.SagaID
+}
+
+func engineStart(def string) engine.StartParams {
+	return engine.StartParams{Definition: def, Input: json.RawMessage(`{"n":1}`)}
 }
 
 func waitEnd(t *testing.T, e *engine.Engine, id string) engine.Saga {

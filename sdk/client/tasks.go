@@ -41,6 +41,9 @@ type Task struct {
 	IdempotencyKey   string          `json:"idempotency_key"`
 	AttemptTimeoutMS int64           `json:"attempt_timeout_ms,omitempty"`
 	Input            json.RawMessage `json:"input,omitempty"`
+	// Traceparent is the attempt's W3C trace context when the server
+	// traces: the saga's trace, with the attempt's span as parent.
+	Traceparent string `json:"traceparent,omitempty"`
 }
 
 // PollOptions asks for tasks.

@@ -35,6 +35,10 @@ type Task struct {
 	// Deadline is when the engine gives up on this attempt (zero: never);
 	// the handler's context ends then.
 	Deadline time.Time
+	// Traceparent is the attempt's W3C trace context when the server
+	// traces (empty otherwise): extract it with a propagator to make the
+	// handler's spans children of the attempt's span in the saga's trace.
+	Traceparent string
 
 	claimToken string
 }
@@ -54,7 +58,7 @@ func taskFrom(ct client.Task) *Task {
 	t := &Task{
 		ID: ct.ID, Queue: ct.Queue, SagaID: ct.SagaID, Definition: ct.Definition, DefinitionVersion: ct.DefinitionVersion,
 		Step: ct.Step, Phase: ct.Phase, Operation: ct.Operation, Attempt: ct.Attempt, Deliveries: ct.Deliveries,
-		IdempotencyKey: ct.IdempotencyKey, Input: ct.Input, claimToken: ct.ClaimToken,
+		IdempotencyKey: ct.IdempotencyKey, Input: ct.Input, Traceparent: ct.Traceparent, claimToken: ct.ClaimToken,
 	}
 	if ct.AttemptTimeoutMS > 0 {
 		t.Deadline = time.Now().Add(time.Duration(ct.AttemptTimeoutMS) * time.Millisecond)
