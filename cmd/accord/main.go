@@ -50,6 +50,7 @@ func newRootCommand() *cobra.Command {
 		Version:       version,
 	}
 	root.AddCommand(newServerCommand(), newBenchCommand())
+	root.AddCommand(newDemoCommand())
 	root.AddCommand(newClientCommands()...)
 	return root
 }
