@@ -62,6 +62,15 @@ type Config struct {
 	// MaxInFlight caps API requests served at once; beyond it the server
 	// answers 503 with Retry-After at once (fail fast). Default 1024.
 	MaxInFlight int
+	// OTLPEndpoint is the OTLP/HTTP collector spans are exported to: a URL
+	// (http://host:4318; the path defaults to /v1/traces) or host:port
+	// (TLS unless OTLPInsecure). Default empty: tracing off.
+	OTLPEndpoint string
+	// OTLPInsecure exports to a host:port endpoint without TLS. Default
+	// false.
+	OTLPInsecure bool
+	// TraceSampleRatio is the share of sagas traced, in (0, 1]. Default 1.
+	TraceSampleRatio float64
 	// Version is the binary's version, sent as accord/VERSION in the
 	// User-Agent of push calls. Set by the command, not a flag.
 	Version string
@@ -83,6 +92,7 @@ func DefaultConfig() Config {
 		ShutdownTimeout:     30 * time.Second,
 		MaxBodyBytes:        1 << 20,
 		MaxInFlight:         1024,
+		TraceSampleRatio:    1,
 		Retention:           30 * 24 * time.Hour,
 		IdempotencyTTL:      24 * time.Hour,
 		PushWorkers:         64,
@@ -133,6 +143,14 @@ func (c *Config) Validate() error {
 	}
 	if c.PushBreakerOpen <= 0 || c.PushBulkheadWait < 0 {
 		errs = append(errs, fmt.Errorf("--push-breaker-open must be positive and --push-bulkhead-wait not negative"))
+	}
+	if c.OTLPEndpoint != "" {
+		if _, err := otlpOptions(c.OTLPEndpoint, c.OTLPInsecure); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if !(c.TraceSampleRatio > 0 && c.TraceSampleRatio <= 1) {
+		errs = append(errs, fmt.Errorf("--trace-sample-ratio %g: must be in (0, 1]", c.TraceSampleRatio))
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -68,8 +69,30 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("push dispatch: %w", err)
 	}
 	reg.MustRegister(pushCollector{push: push})
+	tracer, err := newTracer(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	var engTracer engine.Tracer // stays a nil interface when tracing is off
+	if tracer != nil {
+		engTracer = tracer
+		// Deferred before the engine's Stop, so it runs after it: the
+		// spans of the last commits are exported too.
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+			defer cancel()
+			if err := tracer.Shutdown(sctx); err != nil {
+				log.Warn("stop tracing", "err", err)
+			}
+		}()
+		endpoint := cfg.OTLPEndpoint
+		if strings.Contains(endpoint, "://") {
+			endpoint = redactURL(endpoint)
+		}
+		log.Info("tracing on", "otlp_endpoint", endpoint, "sample_ratio", cfg.TraceSampleRatio)
+	}
 	eng, err = engine.New(engine.Config{Store: store, NodeID: nodeID, LeaseTTL: cfg.LeaseTTL, Logger: log, Push: push, Registerer: reg,
-		Retention: cfg.Retention, IdempotencyTTL: cfg.IdempotencyTTL, CheckTarget: push.CheckURL})
+		Retention: cfg.Retention, IdempotencyTTL: cfg.IdempotencyTTL, CheckTarget: push.CheckURL, Tracer: engTracer})
 	if err != nil {
 		return err
 	}
