@@ -93,6 +93,13 @@ func runDemoCommand(ctx context.Context, opts demoOptions) error {
 		return ctx.Err()
 	}
 	url := d.client.BaseURL()
+	example := "SAGA_ID"
+	for _, r := range results {
+		if r.status == "compensated" && len(r.undone) > 1 {
+			example = r.sagaID
+			break
+		}
+	}
 	fmt.Fprintf(d.out, `
 The server keeps running at %[1]s (data in %[2]s). In another terminal:
 
@@ -104,8 +111,11 @@ The server keeps running at %[1]s (data in %[2]s). In another terminal:
   go run ./cmd/accord saga start order --wait --input '{"order_id":"o-2001","customer":"you","card":"4242-4242-4242-4242","items":[{"sku":"book","qty":1}],"total":1200,"address":"1 Main St"}'
   curl -s %[1]s/v1/breakers
 
-Ctrl-C stops it.
-`, url, dir, results[1].sagaID)
+Ctrl-C stops it. What the services answer from now on:
+`, url, dir, example)
+	d.mu.Lock()
+	d.t0 = time.Now()
+	d.mu.Unlock()
 	<-ctx.Done()
 	return nil
 }
