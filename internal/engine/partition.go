@@ -283,6 +283,14 @@ func (p *partition) commit(w *work, inputs int) (fenced bool) {
 		}
 		m.commitErrors.WithLabelValues("other").Inc()
 		p.e.log.Warn("commit failed", "partition", p.id, "inputs", inputs, "err", err)
+		// Timers that fired into this batch left the heap, and nobody will
+		// send them again: arm them anew, a little later, so that they
+		// fire again and reload their sagas once the store answers.
+		retryAt := p.dbNow().Add(timerRetryAfterFailedCommit)
+		for _, t := range w.fired {
+			t.dbFireAt = retryAt
+			p.timers.push(t)
+		}
 		w.answer(fmt.Errorf("engine: commit: %w", err))
 		return false
 	}
@@ -290,6 +298,10 @@ func (p *partition) commit(w *work, inputs int) (fenced bool) {
 	w.answer(nil)
 	return false
 }
+
+// timerRetryAfterFailedCommit is how long a timer whose firing could not
+// be committed waits before it fires again.
+const timerRetryAfterFailedCommit = time.Second
 
 // commitTimeout bounds one commit; a store that takes longer is treated as
 // down for that batch, whose callers get an error and retry.
