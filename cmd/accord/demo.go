@@ -399,7 +399,11 @@ func (d *demo) run(ctx context.Context, r *result, downFor time.Duration) {
 	}
 	for _, step := range []string{"order", "payment", "inventory", "shipping", "confirm"} {
 		if fails := retries[step]; len(fails) > 0 {
-			d.printf("log", "%s: %d failed attempts: %s", step, len(fails), summarizeCodes(fails))
+			noun := "attempts"
+			if len(fails) == 1 {
+				noun = "attempt"
+			}
+			d.printf("log", "%s: %d failed %s: %s", step, len(fails), noun, summarizeCodes(fails))
 		}
 	}
 	if len(r.undone) > 0 {
@@ -566,9 +570,23 @@ func (d *demo) watchBreaker(ctx context.Context, endpoint string) func() []strin
 		}
 	}()
 	return func() []string {
+		// The breaker counts a call when it ends, which may be just after
+		// the saga has moved on: give it a moment to record the last one.
+		settle := time.Now().Add(5 * time.Second)
+		for time.Now().Before(settle) && wctx.Err() == nil {
+			mu.Lock()
+			closed := len(states) > 0 && states[len(states)-1] == "closed"
+			mu.Unlock()
+			if closed {
+				break
+			}
+			select {
+			case <-wctx.Done():
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
 		cancel()
 		wg.Wait()
-		note(read()) // the state at the end, once more
 		mu.Lock()
 		defer mu.Unlock()
 		return slices.Clone(states)
