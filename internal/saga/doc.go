@@ -14,8 +14,10 @@
 // Start and Step return the new State, the Events to append to the saga's
 // log, and the Commands to carry out. The caller must:
 //
-//  1. persist the events (and the task and timer rows the commands imply)
-//     durably, in one transaction;
+//  1. persist the events durably, in one transaction with whatever the
+//     commands imply that cannot be derived from the State (the engine
+//     writes pull task rows; timers and push attempts it re-derives from
+//     the State's snapshot, via State.Timers and State.Tasks);
 //  2. only then carry out the commands (dispatch tasks, arm and disarm
 //     timers) — persist before send;
 //  3. feed every step result and fired timer back through Step, each with
