@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -34,7 +35,7 @@ import (
 func main() {
 	var (
 		server   = flag.String("server", envOr("ACCORD_SERVER", "http://127.0.0.1:7780"), "Accord server URL")
-		dir      = flag.String("data", "order-data", "directory of the services' databases")
+		dir      = flag.String("data", filepath.Join(os.TempDir(), "accord-order-example"), "directory of the services' databases")
 		card     = flag.String("card", "4242-4242-4242-4242", `card number; "declined" is declined`)
 		sku      = flag.String("sku", "book", "item to order: book (100 in stock), lamp (10) or vase (0: out of stock)")
 		qty      = flag.Int("qty", 1, "quantity")
