@@ -128,8 +128,9 @@ type demo struct {
 	shop   *shop.Services
 	client *client.Client
 
-	mu      sync.Mutex // serializes output
-	t0      time.Time  // start of the current scenario
+	mu      sync.Mutex     // serializes output
+	t0      time.Time      // start of the current scenario
+	calls   map[string]int // "<service> <operation> <order> <outcome>" → deliveries answered
 	srvStop context.CancelFunc
 	srvDone chan error
 }
@@ -156,7 +157,7 @@ func startDemo(ctx context.Context, dir, addr string, out io.Writer) (*demo, err
 	cfg.ShutdownTimeout = 500 * time.Millisecond
 	cfg.LogLevel = "error"
 	cfg.Version = version
-	d := &demo{dir: dir, cfg: cfg, out: out, t0: time.Now()}
+	d := &demo{dir: dir, cfg: cfg, out: out, t0: time.Now(), calls: map[string]int{}}
 	svcs, err := shop.Start(ctx, shop.Options{Dir: filepath.Join(dir, "services"), OnCall: d.printCall})
 	if err != nil {
 		return nil, fmt.Errorf("demo: %w", err)
@@ -244,6 +245,9 @@ func (d *demo) printf(who, format string, args ...any) {
 }
 
 func (d *demo) printCall(c shop.Call) {
+	d.mu.Lock()
+	d.calls[c.Service+" "+c.Operation+" "+c.OrderID+" "+c.Outcome]++
+	d.mu.Unlock()
 	outcome := c.Outcome
 	if c.Code != "" {
 		outcome += " (" + c.Code + ")"
@@ -429,6 +433,17 @@ func (d *demo) run(ctx context.Context, r *result, downFor time.Duration) {
 	if got, want := r.records, r.wantRecords; got.Order != want.Order || got.Payment != want.Payment ||
 		got.Shipment != want.Shipment || !mapsEqual(got.Reservation, want.Reservation) {
 		r.fail("records: %s, want %s", got, want)
+	}
+	if r.restart {
+		// The booking in flight when the server stopped was delivered
+		// again after the restart, and answered from the shipping
+		// service's idempotency record: one shipment, not two.
+		d.mu.Lock()
+		replayed := d.calls[shop.Shipping+" book "+r.input.OrderID+" replayed"]
+		d.mu.Unlock()
+		if replayed == 0 {
+			r.fail("the booking was not delivered again after the restart")
+		}
 	}
 	if r.down {
 		if !slices.Contains(r.breakers, "open") || len(r.breakers) == 0 || r.breakers[len(r.breakers)-1] != "closed" {
