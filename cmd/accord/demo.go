@@ -346,7 +346,10 @@ func (d *demo) runScenarios(ctx context.Context, downFor time.Duration) []*resul
 func (d *demo) run(ctx context.Context, r *result, downFor time.Duration) {
 	var stopWatch func() []string
 	if r.down {
-		d.shop.Down(shop.Payment, downFor)
+		if err := d.shop.Down(shop.Payment, downFor); err != nil {
+			r.fail("%v", err)
+			return
+		}
 		d.printf("payment", "is down for %s: it answers 503 to everything", downFor)
 		stopWatch = d.watchBreaker(ctx, d.shop.URL(shop.Payment))
 	}

@@ -79,10 +79,9 @@ func run(ctx context.Context, server, dir string, in shop.Input, down string, se
 	if down != "" {
 		name, d, ok := strings.Cut(down, "=")
 		dur, perr := time.ParseDuration(d)
-		if !ok || perr != nil || !isService(name) {
+		if !ok || perr != nil || svcs.Down(name, dur) != nil {
 			return fmt.Errorf("--down %q: want SERVICE=DURATION with SERVICE one of %s", down, strings.Join(shop.Names, ", "))
 		}
-		svcs.Down(name, dur)
 		fmt.Printf("%s is down for %s\n", name, dur)
 	}
 	// The services' ports are new at every run, so the definition is new
@@ -126,15 +125,6 @@ func register(ctx context.Context, c *client.Client, doc []byte) (*client.Defini
 		}
 	}
 	return nil, errors.New("versions 1 to 1000 of the order saga are all taken")
-}
-
-func isService(name string) bool {
-	for _, n := range shop.Names {
-		if n == name {
-			return true
-		}
-	}
-	return false
 }
 
 func envOr(name, def string) string {

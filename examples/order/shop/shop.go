@@ -250,21 +250,42 @@ func (s *Services) Close() {
 }
 
 // URL is the base URL of a service; its operations are POSTed to
-// URL/<operation>.
-func (s *Services) URL(name string) string { return s.svcs[name].url }
+// URL/<operation>. It is empty for a name not in Names.
+func (s *Services) URL(name string) string {
+	if svc, ok := s.svcs[name]; ok {
+		return svc.url
+	}
+	return ""
+}
 
-// DB is a service's own database, to read its records.
-func (s *Services) DB(name string) *sql.DB { return s.svcs[name].db }
+// DB is a service's own database, to read its records; nil for a name not
+// in Names.
+func (s *Services) DB(name string) *sql.DB {
+	if svc, ok := s.svcs[name]; ok {
+		return svc.db
+	}
+	return nil
+}
 
 // Down makes a service answer 503 to every delivery for d, as if it were
-// down. Down(name, 0) brings it back at once.
-func (s *Services) Down(name string, d time.Duration) {
-	s.svcs[name].downUntil.Store(time.Now().Add(d).UnixNano())
+// down. Down(name, 0) brings it back at once. A name not in Names is an
+// error.
+func (s *Services) Down(name string, d time.Duration) error {
+	svc, ok := s.svcs[name]
+	if !ok {
+		return fmt.Errorf("shop: no service %q", name)
+	}
+	svc.downUntil.Store(time.Now().Add(d).UnixNano())
+	return nil
 }
 
 // InFlight is how many deliveries of an operation a service is answering.
 func (s *Services) InFlight(name, operation string) int {
-	if v, ok := s.svcs[name].inFlight.Load(operation); ok {
+	svc, ok := s.svcs[name]
+	if !ok {
+		return 0
+	}
+	if v, ok := svc.inFlight.Load(operation); ok {
 		return int(v.(*atomic.Int32).Load())
 	}
 	return 0

@@ -121,11 +121,18 @@ func TestAnswers(t *testing.T) {
 	if st, body := deliver(t, s, Inventory, "reserve", "saga-5", "inventory", "action", vase); st != http.StatusConflict || !strings.Contains(body, "out_of_stock") {
 		t.Errorf("out of stock: %d %s", st, body)
 	}
-	s.Down(Shipping, time.Minute)
+	if err := s.Down(Shipping, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Down("warehouse", time.Minute); err == nil {
+		t.Error("Down of an unknown service: no error")
+	}
 	if st, _ := deliver(t, s, Shipping, "book", "saga-6", "shipping", "action", order("o-6")); st != http.StatusServiceUnavailable {
 		t.Errorf("down: %d, want 503", st)
 	}
-	s.Down(Shipping, 0)
+	if err := s.Down(Shipping, 0); err != nil {
+		t.Fatal(err)
+	}
 	if st, _ := deliver(t, s, Shipping, "book", "saga-6", "shipping", "action", order("o-6")); st != http.StatusOK {
 		t.Errorf("back up: %d, want 200", st)
 	}
