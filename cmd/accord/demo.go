@@ -93,6 +93,10 @@ func runDemoCommand(ctx context.Context, opts demoOptions) error {
 		return ctx.Err()
 	}
 	url := d.client.BaseURL()
+	where := dir
+	if opts.dir == "" {
+		where += ", removed when the demo stops"
+	}
 	example := "SAGA_ID"
 	for _, r := range results {
 		if r.status == "compensated" && len(r.undone) > 1 {
@@ -112,7 +116,7 @@ The server keeps running at %[1]s (data in %[2]s). In another terminal:
   curl -s %[1]s/v1/breakers
 
 Ctrl-C stops it. What the services answer from now on:
-`, url, dir, example)
+`, url, where, example)
 	d.mu.Lock()
 	d.t0 = time.Now()
 	d.mu.Unlock()
