@@ -28,10 +28,11 @@ type Driver struct {
 	info  storage.Info
 	clock clock
 
-	wdb *sql.DB   // holds the one writer connection
-	w   *writer   // owns wconn and every write
-	rdb *sql.DB   // read connections
-	r   readStmts // prepared on rdb
+	wdb  *sql.DB       // holds the one writer connection
+	w    *writer       // owns wconn and every write
+	rdb  *sql.DB       // read connections
+	r    readStmts     // prepared on rdb
+	ckpt *checkpointer // moves the WAL into the database file
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -95,6 +96,9 @@ func (d *Driver) open(ctx context.Context, cfg Config, abs string) error {
 		// a part of an open transaction, so they need no durability, and
 		// on a file they cost a write system call per statement.
 		"_pragma=temp_store(MEMORY)",
+		// No automatic checkpoints on the writer: the checkpointer runs
+		// them on a connection of its own (see checkpoint.go).
+		"_pragma=wal_autocheckpoint(0)",
 	))
 	if err != nil {
 		return fmt.Errorf("sqlite: open %s: %w", abs, err)
@@ -137,6 +141,15 @@ func (d *Driver) open(ctx context.Context, cfg Config, abs string) error {
 		_ = conn.Close()
 		return err
 	}
+	cdb, err := sql.Open(driverName, dsn(abs, busy, "_pragma=synchronous("+strings.ToUpper(cfg.Synchronous)+")"))
+	if err != nil {
+		return fmt.Errorf("sqlite: open %s for checkpoints: %w", abs, err)
+	}
+	cdb.SetMaxOpenConns(1)
+	cdb.SetMaxIdleConns(1)
+	cdb.SetConnMaxLifetime(0)
+	cdb.SetConnMaxIdleTime(0)
+	d.ckpt = startCheckpointer(cdb)
 	return nil
 }
 
@@ -152,6 +165,9 @@ func (d *Driver) Close() error {
 
 func (d *Driver) closeAll() error {
 	var errs []error
+	if d.ckpt != nil {
+		errs = append(errs, d.ckpt.close())
+	}
 	if d.w != nil {
 		errs = append(errs, d.w.stop())
 	}
