@@ -1,0 +1,219 @@
+package chaos
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Proxy forwards TCP connections from a loopback listener to a target and
+// injects faults on the link: latency, a blackhole (connections accepted,
+// bytes never forwarded), refusal (new connections reset at once), and
+// resetting or cutting every open connection now.
+type Proxy struct {
+	ln     net.Listener
+	target string
+
+	latency   atomic.Int64 // nanoseconds added before each forwarded chunk
+	blackhole atomic.Bool
+	refuse    atomic.Bool
+
+	accepted atomic.Int64
+	cuts     atomic.Int64
+
+	mu     sync.Mutex
+	conns  map[*link]struct{}
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// link is one proxied connection: the client's side and the target's (nil
+// while blackholed before it was dialled).
+type link struct {
+	client, server net.Conn
+	cut            bool // set by Reset or Cut, under Proxy.mu
+}
+
+// NewProxy listens on 127.0.0.1 (a free port) and forwards to target
+// (host:port).
+func NewProxy(target string) (*Proxy, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("chaos: proxy listen: %w", err)
+	}
+	p := &Proxy{ln: ln, target: target, conns: map[*link]struct{}{}}
+	p.wg.Add(1)
+	go p.accept()
+	return p, nil
+}
+
+// Addr is the proxy's listening address, host:port.
+func (p *Proxy) Addr() string { return p.ln.Addr().String() }
+
+// SetLatency delays every chunk of bytes forwarded, in either direction,
+// by d (0: none).
+func (p *Proxy) SetLatency(d time.Duration) { p.latency.Store(int64(d)) }
+
+// SetBlackhole turns the blackhole on or off. While on, new connections are
+// accepted and never forwarded, and bytes on open connections are dropped;
+// nothing is closed, so the peers wait until their own timeouts.
+func (p *Proxy) SetBlackhole(on bool) { p.blackhole.Store(on) }
+
+// SetRefuse turns refusal on or off: while on, every new connection is
+// reset as soon as it is accepted.
+func (p *Proxy) SetRefuse(on bool) { p.refuse.Store(on) }
+
+// Accepted is the number of connections accepted so far.
+func (p *Proxy) Accepted() int64 { return p.accepted.Load() }
+
+// Cuts is the number of connections closed by Reset or Cut so far.
+func (p *Proxy) Cuts() int64 { return p.cuts.Load() }
+
+// Open is the number of connections open now.
+func (p *Proxy) Open() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.conns)
+}
+
+// Reset closes every open connection with a TCP reset on both sides.
+func (p *Proxy) Reset() int { return p.closeAll(true) }
+
+// Cut closes every open connection now, with an orderly close on both
+// sides.
+func (p *Proxy) Cut() int { return p.closeAll(false) }
+
+func (p *Proxy) closeAll(reset bool) int {
+	p.mu.Lock()
+	links := make([]*link, 0, len(p.conns))
+	for l := range p.conns {
+		if !l.cut {
+			l.cut = true
+			links = append(links, &link{client: l.client, server: l.server})
+		}
+	}
+	p.mu.Unlock()
+	for _, l := range links {
+		l.close(reset)
+	}
+	p.cuts.Add(int64(len(links)))
+	return len(links)
+}
+
+// Close stops listening and closes every connection.
+func (p *Proxy) Close() error {
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
+	err := p.ln.Close()
+	p.closeAll(false)
+	p.wg.Wait()
+	if err != nil {
+		return fmt.Errorf("chaos: proxy close: %w", err)
+	}
+	return nil
+}
+
+func (l *link) close(reset bool) {
+	for _, c := range []net.Conn{l.client, l.server} {
+		if c == nil {
+			continue
+		}
+		if tc, ok := c.(*net.TCPConn); ok && reset {
+			_ = tc.SetLinger(0)
+		}
+		_ = c.Close()
+	}
+}
+
+func (p *Proxy) accept() {
+	defer p.wg.Done()
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		p.accepted.Add(1)
+		if p.refuse.Load() {
+			(&link{client: c}).close(true)
+			continue
+		}
+		l := &link{client: c}
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			_ = c.Close()
+			return
+		}
+		p.conns[l] = struct{}{}
+		p.mu.Unlock()
+		p.wg.Add(1)
+		go p.serve(l)
+	}
+}
+
+// serve forwards one connection until either side closes it.
+func (p *Proxy) serve(l *link) {
+	defer p.wg.Done()
+	defer func() {
+		p.mu.Lock()
+		delete(p.conns, l)
+		p.mu.Unlock()
+		l.close(false)
+	}()
+	if p.blackhole.Load() {
+		// Accepted, never forwarded: read and drop until the client gives
+		// up or the connection is cut.
+		_, _ = io.Copy(io.Discard, l.client)
+		return
+	}
+	s, err := net.DialTimeout("tcp", p.target, 5*time.Second)
+	if err != nil {
+		(&link{client: l.client}).close(true)
+		return
+	}
+	p.mu.Lock()
+	if l.cut {
+		// Cut while dialling.
+		p.mu.Unlock()
+		_ = s.Close()
+		return
+	}
+	l.server = s
+	p.mu.Unlock()
+	done := make(chan struct{}, 2)
+	go func() { p.pipe(l.server, l.client); done <- struct{}{} }()
+	go func() { p.pipe(l.client, l.server); done <- struct{}{} }()
+	<-done
+	l.close(false)
+	<-done
+}
+
+// pipe copies src to dst chunk by chunk, applying the latency and the
+// blackhole as they are at each chunk.
+func (p *Proxy) pipe(dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if d := time.Duration(p.latency.Load()); d > 0 {
+				time.Sleep(d) // the injected latency
+			}
+			if !p.blackhole.Load() {
+				if _, werr := dst.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
