@@ -19,6 +19,7 @@ import (
 
 	"github.com/accord-saga/accord/internal/dispatch"
 	"github.com/accord-saga/accord/internal/engine"
+	"github.com/accord-saga/accord/internal/storage"
 )
 
 // SagaConfig configures a saga benchmark.
@@ -97,35 +98,12 @@ func workloadDef(name, target string) (string, int, error) {
 func RunSaga(ctx context.Context, cfg SagaConfig) (*SagaResult, error) {
 	cfg.Workload = cmpOr(cfg.Workload, "transfer")
 	cfg.Mode = cmpOr(cfg.Mode, "push")
-	cfg.Store = cmpOr(cfg.Store, "sqlite")
-	cfg.Durability = cmpOr(cfg.Durability, "full")
-	if cfg.Sagas <= 0 {
-		cfg.Sagas = 2000
-	}
-	if cfg.Concurrency <= 0 {
-		cfg.Concurrency = 50
-	}
 	if cfg.Warmup < 0 {
 		cfg.Warmup = 0
 	} else if cfg.Warmup == 0 {
 		cfg.Warmup = 200
 	}
-	if cfg.Partitions <= 0 {
-		cfg.Partitions = 16
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
-	if cfg.Dir == "" {
-		dir, err := os.MkdirTemp("", "accord-bench-")
-		if err != nil {
-			return nil, err
-		}
-		defer os.RemoveAll(dir)
-		cfg.Dir = dir
-	}
-	scfg := StorageConfig{Dir: cfg.Dir, DatabaseURL: cfg.DatabaseURL, Partitions: cfg.Partitions, Writers: 16, Duration: 2 * time.Second, Durability: cfg.Durability}
-	store, cleanup, err := openBenchStore(ctx, scfg, cfg.Store)
+	store, cleanup, err := cfg.open(ctx, 2000)
 	if err != nil {
 		return nil, err
 	}
@@ -335,6 +313,42 @@ func RunSaga(ctx context.Context, cfg SagaConfig) (*SagaResult, error) {
 		res.EfficiencyVsStorage = res.SagasPerSec * res.EventsPerSaga / sres.EventsPerSec
 	}
 	return res, nil
+}
+
+// open fills the defaults shared by the saga benchmarks (defaultSagas for
+// Sagas) and opens a fresh store for them; cleanup closes it and removes
+// what the benchmark created.
+func (cfg *SagaConfig) open(ctx context.Context, defaultSagas int) (storage.Driver, func(), error) {
+	cfg.Store = cmpOr(cfg.Store, "sqlite")
+	cfg.Durability = cmpOr(cfg.Durability, "full")
+	if cfg.Sagas <= 0 {
+		cfg.Sagas = defaultSagas
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 50
+	}
+	if cfg.Partitions <= 0 {
+		cfg.Partitions = 16
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	removeDir := func() {}
+	if cfg.Dir == "" {
+		dir, err := os.MkdirTemp("", "accord-bench-")
+		if err != nil {
+			return nil, nil, err
+		}
+		removeDir = func() { _ = os.RemoveAll(dir) }
+		cfg.Dir = dir
+	}
+	scfg := StorageConfig{Dir: cfg.Dir, DatabaseURL: cfg.DatabaseURL, Partitions: cfg.Partitions, Durability: cfg.Durability}
+	store, cleanup, err := openBenchStore(ctx, scfg, cfg.Store)
+	if err != nil {
+		removeDir()
+		return nil, nil, err
+	}
+	return store, func() { cleanup(); removeDir() }, nil
 }
 
 // pullWorker serves the bench queue through the engine's task API.

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -48,29 +47,7 @@ steps:
 // store, timing how long it takes until every saga is back in memory with
 // its timer armed.
 func RunWaiting(ctx context.Context, cfg SagaConfig) (*WaitingResult, error) {
-	cfg.Store = cmpOr(cfg.Store, "sqlite")
-	if cfg.Sagas <= 0 {
-		cfg.Sagas = 100_000
-	}
-	if cfg.Concurrency <= 0 {
-		cfg.Concurrency = 50
-	}
-	if cfg.Partitions <= 0 {
-		cfg.Partitions = 16
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
-	if cfg.Dir == "" {
-		dir, err := os.MkdirTemp("", "accord-bench-")
-		if err != nil {
-			return nil, err
-		}
-		defer os.RemoveAll(dir)
-		cfg.Dir = dir
-	}
-	scfg := StorageConfig{Dir: cfg.Dir, DatabaseURL: cfg.DatabaseURL, Partitions: cfg.Partitions, Durability: cmpOr(cfg.Durability, "full")}
-	store, cleanup, err := openBenchStore(ctx, scfg, cfg.Store)
+	store, cleanup, err := cfg.open(ctx, 100_000)
 	if err != nil {
 		return nil, err
 	}
