@@ -32,6 +32,9 @@ type Result struct {
 	Duplicated   int // a step result recorded twice, or an effect applied twice
 	Redeliveries int // calls for a key that had already been answered for good
 	Violations   []string
+	// StuckDetail describes one saga that is not terminal: its state and
+	// log as the API shows them.
+	StuckDetail string
 }
 
 // Failed reports whether any invariant was violated.
@@ -58,7 +61,7 @@ var answered = map[string]bool{
 //     whose outcome was unknown) compensated, in reverse order of
 //     completion, in the ledger and in the log;
 //   - no effect applied twice;
-//   - no step result recorded twice in a saga's log;
+//   - no step result recorded twice in a saga's log, and one end;
 //   - the final status is the one the input planned (completed without a
 //     planned failure, compensated with one).
 func Check(ctx context.Context, c *client.Client, ledger []Call, sagas []Expect) Result {
@@ -91,6 +94,9 @@ func Check(ctx context.Context, c *client.Client, ledger []Call, sagas []Expect)
 				res.Stuck += one.Stuck
 				res.Duplicated += one.Duplicated
 				res.Violations = append(res.Violations, one.Violations...)
+				if res.StuckDetail == "" {
+					res.StuckDetail = one.StuckDetail
+				}
 				mu.Unlock()
 			}
 		}()
@@ -145,7 +151,15 @@ func checkSaga(ctx context.Context, c *client.Client, calls []Call, e Expect, re
 	// is compensated at most once.
 	results := map[string]int{}
 	var succeeded, compensated []string
+	ends := 0
 	for _, ev := range events {
+		switch ev.Type {
+		case "saga.completed", "saga.compensated", "saga.cancelled":
+			if ends++; ends > 1 {
+				res.Duplicated++
+				res.violate("saga %s: ended twice in the log (%s)", e.ID, ev.Type)
+			}
+		}
 		var d struct {
 			Step    string `json:"step"`
 			Attempt int    `json:"attempt"`
@@ -180,7 +194,17 @@ func checkSaga(ctx context.Context, c *client.Client, calls []Call, e Expect, re
 		}
 	}
 
+	if s.Terminal && ends == 0 && s.Status != client.StatusNeedsOperator {
+		res.violate("saga %s: %s, but its log has no end", e.ID, s.Status)
+	}
 	if !s.Terminal {
+		var b strings.Builder
+		st, _ := json.MarshalIndent(s, "", "  ")
+		fmt.Fprintf(&b, "%s\n", st)
+		for _, ev := range events {
+			fmt.Fprintf(&b, "%d %s %s %s\n", ev.Position, ev.Time.Format("15:04:05.000"), ev.Type, ev.Data)
+		}
+		res.StuckDetail = b.String()
 		res.Stuck++
 		res.violate("saga %s: not terminal (%s)", e.ID, s.Status)
 		return

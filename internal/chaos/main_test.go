@@ -79,6 +79,7 @@ type server struct {
 	moved chan struct{} // closed when the server stops or starts
 	log   *tailBuffer
 	exit  chan error
+	dead  chan struct{} // closed when the process has exited
 }
 
 var listening = regexp.MustCompile(`url=(http://\S+)`)
@@ -87,7 +88,7 @@ var listening = regexp.MustCompile(`url=(http://\S+)`)
 // dataDir unless the flags name a database.
 func startServer(t *testing.T, dataDir string, flags ...string) *server {
 	t.Helper()
-	s := &server{t: t, moved: make(chan struct{}), log: &tailBuffer{max: 64 << 10},
+	s := &server{t: t, moved: make(chan struct{}), log: &tailBuffer{max: 1 << 20},
 		args: append([]string{"server", "--data", dataDir, "--addr", "127.0.0.1:0", "--partitions", "8",
 			"--push-allow", "http://127.0.0.1:*"}, flags...)}
 	if err := s.start(); err != nil {
@@ -123,11 +124,12 @@ func (s *server) start() error {
 		_, _ = io.Copy(io.Discard, pipe)
 	}()
 	exit := make(chan error, 1)
-	go func() { exit <- cmd.Wait() }()
+	dead := make(chan struct{})
+	go func() { exit <- cmd.Wait(); close(dead) }()
 	select {
 	case url := <-found:
 		s.mu.Lock()
-		s.cmd, s.url, s.exit = cmd, url, exit
+		s.cmd, s.url, s.exit, s.dead = cmd, url, exit, dead
 		s.gen++
 		close(s.moved)
 		s.moved = make(chan struct{})
@@ -148,6 +150,14 @@ func (s *server) current() (string, int, <-chan struct{}) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.url, s.gen, s.moved
+}
+
+// exited reports whether the running server process has exited on its
+// own (a crash).
+func (s *server) exited() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cmd != nil && closed(s.dead)
 }
 
 // kill ends the server with SIGKILL and waits for it to be gone.
@@ -302,6 +312,9 @@ func report(t *testing.T, line string, res Result) {
 	t.Helper()
 	t.Log(line)
 	fmt.Println(line)
+	if res.Failed() && res.Stuck > 0 {
+		t.Logf("the first stuck saga:\n%s", res.StuckDetail)
+	}
 	for i, v := range res.Violations {
 		if i == 50 {
 			t.Errorf("… and %d more violations", len(res.Violations)-50)
