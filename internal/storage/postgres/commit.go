@@ -2,41 +2,51 @@ package postgres
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/accord-saga/accord/internal/storage"
 )
 
-// A commit costs two round trips. The first batch opens the transaction,
-// locks the partition's row, checks the fence and advances the position
-// counter in one statement, and locks the rows the checks read: the commit's streams
-// and its existing idempotency keys. Go then checks versions and keys and
-// numbers the events; the second batch writes everything and commits. If
-// any statement of the second batch fails, the server skips the rest,
-// COMMIT included, and the transaction is rolled back.
+// A commit joins a group (see group.go): the commits queued for one
+// coalescer worker run in one transaction, in two round trips. The first
+// pipeline opens the transaction, locks the rows of every partition the
+// group writes, in ascending partition order, reads the clock once those
+// locks are held, and locks the rows the checks read: the group's streams
+// and its existing idempotency keys. Go then checks each commit in turn
+// against what the database held and what the commits before it in the
+// group wrote: fence, keys, versions; it numbers the events. A commit
+// refused there has written nothing. The second pipeline writes the
+// commits that passed, moves the partitions' heads, and commits; should one
+// commit's statement fail in the database, the group runs again with a
+// savepoint around each commit, so that the failing one is rolled back
+// alone.
 
-// sqlLockPartition takes the partition's row lock before the commit reads
-// the clock, so that commit times follow the order in which the lock is
-// granted: events later in the log never carry an earlier time. The lock is
-// held to the end of the transaction: it serializes the partition's
+// sqlLockPartitions takes the row locks of the group's partitions, in
+// ascending order so that two groups locking overlapping partitions never
+// wait on each other in opposite orders, and then reads the clock: the
+// aggregate has every row, so every lock, before its one clock reading.
+// Commit times thus follow the order in which the locks are granted:
+// events later in a partition's log never carry an earlier time. The locks
+// are held to the end of the transaction: they serialize each partition's
 // writers, so positions are gap-free, and a lease takeover waits on the
-// same row, which is what makes the epoch check hold until commit.
-const sqlLockPartition = `SELECT 1 FROM partitions WHERE partition = $1 FOR UPDATE`
+// same row, which is what makes the epoch checks hold until commit.
+const sqlLockPartitions = `
+WITH locked AS (
+	SELECT partition, epoch, lease_expires_at, head FROM partitions
+	WHERE partition = ANY($1::integer[])
+	ORDER BY partition
+	FOR UPDATE
+)
+SELECT array_agg(partition), array_agg(epoch), array_agg(lease_expires_at), array_agg(head), ` + nowSQL + `
+FROM locked`
 
-// sqlFence advances the partition's head by the commit's event count if the
-// epoch is current and the lease unexpired by the database's clock, and
-// returns the new head and that clock reading: the commit's time.
-const sqlFence = `
-WITH clock AS (SELECT ` + nowSQL + ` AS now)
-UPDATE partitions SET head = head + $3
-FROM clock
-WHERE partition = $1 AND epoch = $2 AND lease_expires_at > clock.now
-RETURNING head, clock.now`
+// sqlHeadsSet moves the heads of the partitions the group appended to.
+const sqlHeadsSet = `
+UPDATE partitions SET head = u.head
+FROM unnest($1::integer[], $2::bigint[]) AS u(partition, head)
+WHERE partitions.partition = u.partition`
 
 // Rows are locked in key order so that two commits never wait on each
 // other's locks in opposite orders.
@@ -121,7 +131,9 @@ ON CONFLICT (id) DO UPDATE SET
 	updated_at = excluded.updated_at,
 	ended_at = CASE WHEN excluded.terminal THEN coalesce(s.ended_at, excluded.updated_at) END`
 
-// Commit writes params in one transaction; see storage.Driver.
+// Commit writes params in one transaction, which it may share with
+// commits of other partitions queued at the same moment (see group.go);
+// see storage.Driver.
 func (d *Driver) Commit(ctx context.Context, params *storage.CommitParams) (*storage.CommitResult, error) {
 	if params == nil {
 		return nil, fmt.Errorf("postgres: commit: %w: nil params", storage.ErrInvalid)
@@ -129,10 +141,10 @@ func (d *Driver) Commit(ctx context.Context, params *storage.CommitParams) (*sto
 	if err := params.Validate(d.partitions); err != nil {
 		return nil, fmt.Errorf("postgres: commit: %w", err)
 	}
-	res, err := d.commit(ctx, params)
+	res, err := d.submit(ctx, params)
 	if err != nil {
-		// Explained after the connection went back: explaining reads with
-		// a connection of its own, and the pool may have no other.
+		// Explained here, once the worker has moved on: explaining reads
+		// with a connection of its own, and the pool may have no other.
 		if key := uniqueViolation(err); key != "" {
 			return nil, d.explainUniqueViolation(ctx, params, key, err)
 		}
@@ -141,174 +153,111 @@ func (d *Driver) Commit(ctx context.Context, params *storage.CommitParams) (*sto
 	return res, nil
 }
 
-func (d *Driver) commit(ctx context.Context, params *storage.CommitParams) (*storage.CommitResult, error) {
-	conn, err := d.pool.Acquire(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Release()
-	c := &committer{conn: conn, p: params}
-	res, err := c.run(ctx)
-	if err != nil {
-		c.rollback(ctx)
-		return nil, err
-	}
-	return res, nil
+// partRow is a partition's row as its group locked it.
+type partRow struct {
+	epoch, expires, head int64
 }
 
-// committer holds one commit's state between its two batches.
-type committer struct {
-	conn *pgxpool.Conn
-	p    *storage.CommitParams
-
-	head    int64 // the partition's head after this commit
-	now     int64 // the commit's database time, Unix microseconds
+// view is the store as one commit of a group sees it: the rows the group
+// locked and read, overlaid with what the commits before it in the group
+// wrote.
+type view struct {
+	heads   map[int]int64
 	streams map[string]storage.StreamInfo
 	keys    map[[2]string]storage.IdempotencyKey
 }
 
-func (c *committer) run(ctx context.Context) (*storage.CommitResult, error) {
-	if err := c.fenceAndLock(ctx); err != nil {
-		return nil, err
+// plan is what one commit writes, decided against its view.
+type plan struct {
+	p       *storage.CommitParams
+	events  []storage.Event
+	head    int64                    // the partition's head after the commit
+	exists  map[string]bool          // streams that exist before the commit
+	replace map[[2]string]bool       // expired keys to overwrite
+	keys    []storage.IdempotencyKey // the keys as stored by the commit
+}
+
+// newPlan checks p against v, in the contract's order, and numbers its
+// events. It writes nothing: a commit refused here has nothing to undo.
+func newPlan(p *storage.CommitParams, part partRow, locked bool, now int64, v *view) (*plan, error) {
+	if !locked || part.epoch != p.Epoch || part.expires <= now {
+		return nil, fmt.Errorf("%w: partition %d epoch %d", storage.ErrFenced, p.Partition, p.Epoch)
 	}
+	pl := &plan{p: p}
 	// Keys before appends: a retried commit reports its key even though
 	// its expected versions no longer match.
-	replace, err := c.checkIdempotencyKeys()
-	if err != nil {
+	if err := pl.checkIdempotencyKeys(v, now); err != nil {
 		return nil, err
 	}
-	events, err := c.numberEvents()
-	if err != nil {
+	if err := pl.numberEvents(v, now); err != nil {
 		return nil, err
 	}
-	if err := c.write(ctx, events, replace); err != nil {
-		return nil, err
-	}
-	if c.conn.Conn().PgConn().TxStatus() != 'I' {
-		return nil, errors.New("transaction still open after commit")
-	}
-	return &storage.CommitResult{Events: events, Now: fromMicros(c.now)}, nil
+	return pl, nil
 }
 
-// rollback ends a failed commit's transaction, if one is open. If that
-// fails too the connection is closed, so the pool discards it and the
-// server aborts the transaction.
-func (c *committer) rollback(ctx context.Context) {
-	pc := c.conn.Conn().PgConn()
-	if pc.IsClosed() || pc.TxStatus() == 'I' {
-		return
-	}
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	if _, err := c.conn.Exec(rctx, "ROLLBACK"); err != nil {
-		_ = c.conn.Conn().Close(rctx)
-	}
-}
-
-func (c *committer) eventCount() int {
-	n := 0
-	for _, a := range c.p.Appends {
-		n += len(a.Events)
-	}
-	return n
-}
-
-// fenceAndLock sends the first batch.
-func (c *committer) fenceAndLock(ctx context.Context) error {
-	p := c.p
-	b := &pgx.Batch{}
-	b.Queue("BEGIN ISOLATION LEVEL READ COMMITTED")
-	b.Queue(sqlLockPartition, p.Partition)
-	b.Queue(sqlFence, p.Partition, p.Epoch, c.eventCount())
-	names := make([]string, len(p.Appends))
-	for i, a := range p.Appends {
-		names[i] = a.Stream
-	}
-	if len(names) > 0 {
-		b.Queue(sqlLockStreams, names)
-	}
-	var scopes, keys []string
+// checkIdempotencyKeys refuses a key stored and unexpired, or given twice,
+// and records the expired keys to overwrite.
+func (pl *plan) checkIdempotencyKeys(v *view, now int64) error {
+	p := pl.p
+	pl.replace = make(map[[2]string]bool)
+	seen := make(map[[2]string]bool, len(p.IdempotencyKeys))
 	for _, k := range p.IdempotencyKeys {
-		scopes = append(scopes, k.Scope)
-		keys = append(keys, k.Key)
-	}
-	if len(keys) > 0 {
-		b.Queue(sqlLockIdempotencyKeys, scopes, keys)
-	}
-
-	br := c.conn.SendBatch(ctx, b)
-	err := c.readLocks(br, len(names) > 0, len(keys) > 0)
-	if cerr := br.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
-
-func (c *committer) readLocks(br pgx.BatchResults, streams, keys bool) error {
-	for range 2 { // BEGIN, the partition lock
-		if _, err := br.Exec(); err != nil {
-			return err
+		id := [2]string{k.Scope, k.Key}
+		if seen[id] {
+			// As if the keys were stored one after the other: the second
+			// finds the first.
+			for _, first := range pl.keys {
+				if first.Scope == k.Scope && first.Key == k.Key {
+					return &storage.IdempotencyKeyExistsError{Existing: first}
+				}
+			}
 		}
-	}
-	err := br.QueryRow().Scan(&c.head, &c.now)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return fmt.Errorf("%w: partition %d epoch %d", storage.ErrFenced, c.p.Partition, c.p.Epoch)
-	}
-	if err != nil {
-		return err
-	}
-	c.streams = make(map[string]storage.StreamInfo)
-	if streams {
-		rows, err := br.Query()
-		if err != nil {
-			return err
+		if stored, ok := v.keys[id]; ok {
+			if stored.ExpiresAt.UnixMicro() > now {
+				return &storage.IdempotencyKeyExistsError{Existing: stored}
+			}
+			pl.replace[id] = true
 		}
-		infos, err := collect(rows, scanStreamInfo)
-		if err != nil {
-			return err
-		}
-		for _, s := range infos {
-			c.streams[s.Stream] = s
-		}
-	}
-	c.keys = make(map[[2]string]storage.IdempotencyKey)
-	if keys {
-		rows, err := br.Query()
-		if err != nil {
-			return err
-		}
-		stored, err := collect(rows, scanIdempotencyKey)
-		if err != nil {
-			return err
-		}
-		for _, k := range stored {
-			c.keys[[2]string{k.Scope, k.Key}] = k
-		}
+		seen[id] = true
+		pl.keys = append(pl.keys, storage.IdempotencyKey{
+			Scope:     k.Scope,
+			Key:       k.Key,
+			Partition: p.Partition,
+			Result:    k.Result,
+			CreatedAt: fromMicros(now),
+			ExpiresAt: fromMicros(now + k.TTL.Microseconds()),
+		})
 	}
 	return nil
 }
 
-// numberEvents checks every append against the locked stream rows and gives
-// each event its position and version.
-func (c *committer) numberEvents() ([]storage.Event, error) {
-	n := c.eventCount()
-	at := fromMicros(c.now)
-	pos := c.head - int64(n)
-	events := make([]storage.Event, 0, n)
-	for _, a := range c.p.Appends {
-		s, exists := c.streams[a.Stream]
-		if exists && s.Partition != c.p.Partition {
-			return nil, fmt.Errorf("%w: stream %q is in partition %d, not %d", storage.ErrWrongPartition, a.Stream, s.Partition, c.p.Partition)
+// numberEvents checks every append against the view and gives each event
+// its position and version.
+func (pl *plan) numberEvents(v *view, now int64) error {
+	p := pl.p
+	n := 0
+	for _, a := range p.Appends {
+		n += len(a.Events)
+	}
+	at := fromMicros(now)
+	pos := v.heads[p.Partition]
+	pl.exists = make(map[string]bool, len(p.Appends))
+	pl.events = make([]storage.Event, 0, n)
+	for _, a := range p.Appends {
+		s, exists := v.streams[a.Stream]
+		if exists && s.Partition != p.Partition {
+			return fmt.Errorf("%w: stream %q is in partition %d, not %d", storage.ErrWrongPartition, a.Stream, s.Partition, p.Partition)
 		}
 		version := s.Version // 0 for a new stream
 		if a.ExpectedVersion != storage.AnyVersion && a.ExpectedVersion != version {
-			return nil, &storage.VersionConflictError{Stream: a.Stream, Expected: a.ExpectedVersion, Actual: version}
+			return &storage.VersionConflictError{Stream: a.Stream, Expected: a.ExpectedVersion, Actual: version}
 		}
+		pl.exists[a.Stream] = exists
 		for _, e := range a.Events {
 			pos++
 			version++
-			events = append(events, storage.Event{
-				Partition:  c.p.Partition,
+			pl.events = append(pl.events, storage.Event{
+				Partition:  p.Partition,
 				Position:   pos,
 				Stream:     a.Stream,
 				Version:    version,
@@ -319,52 +268,34 @@ func (c *committer) numberEvents() ([]storage.Event, error) {
 			})
 		}
 	}
-	return events, nil
+	pl.head = pos
+	return nil
 }
 
-// checkIdempotencyKeys refuses a key stored and unexpired, or given twice,
-// and returns the expired keys to overwrite.
-func (c *committer) checkIdempotencyKeys() (replace map[[2]string]bool, err error) {
-	replace = make(map[[2]string]bool)
-	seen := make(map[[2]string]storage.IdempotencyKey, len(c.p.IdempotencyKeys))
-	for _, k := range c.p.IdempotencyKeys {
-		id := [2]string{k.Scope, k.Key}
-		if first, dup := seen[id]; dup {
-			// As if the keys were stored one after the other: the second
-			// finds the first.
-			return nil, &storage.IdempotencyKeyExistsError{Existing: first}
-		}
-		if stored, ok := c.keys[id]; ok {
-			if stored.ExpiresAt.UnixMicro() > c.now {
-				return nil, &storage.IdempotencyKeyExistsError{Existing: stored}
-			}
-			replace[id] = true
-		}
-		seen[id] = storage.IdempotencyKey{
-			Scope:     k.Scope,
-			Key:       k.Key,
-			Partition: c.p.Partition,
-			Result:    k.Result,
-			CreatedAt: fromMicros(c.now),
-			ExpiresAt: fromMicros(c.now + k.TTL.Microseconds()),
-		}
+// apply makes the plan's writes visible to the commits after it in the
+// group.
+func (pl *plan) apply(v *view) {
+	v.heads[pl.p.Partition] = pl.head
+	for _, e := range pl.events { // the last event of a stream sets its version
+		v.streams[e.Stream] = storage.StreamInfo{Stream: e.Stream, Partition: e.Partition, Version: e.Version}
 	}
-	return replace, nil
+	for _, k := range pl.keys {
+		v.keys[[2]string{k.Scope, k.Key}] = k
+	}
 }
 
-// write sends the second batch: every row, then COMMIT.
-func (c *committer) write(ctx context.Context, events []storage.Event, replaceKeys map[[2]string]bool) error {
-	p := c.p
-	b := &pgx.Batch{}
-
+// queueWrites queues every row the commit writes. The partition's head is
+// not among them: the group moves each head once, after its commits.
+func (pl *plan) queueWrites(b *pgx.Batch, now int64) {
+	p := pl.p
 	var newNames, oldNames []string
 	var newVersions, oldVersions []int64
 	last := make(map[string]int64, len(p.Appends))
-	for _, e := range events {
+	for _, e := range pl.events {
 		last[e.Stream] = e.Version
 	}
 	for _, a := range p.Appends {
-		if _, exists := c.streams[a.Stream]; exists {
+		if pl.exists[a.Stream] {
 			oldNames, oldVersions = append(oldNames, a.Stream), append(oldVersions, last[a.Stream])
 		} else {
 			newNames, newVersions = append(newNames, a.Stream), append(newVersions, last[a.Stream])
@@ -376,33 +307,33 @@ func (c *committer) write(ctx context.Context, events []storage.Event, replaceKe
 	if len(oldNames) > 0 {
 		b.Queue(sqlStreamsUpdate, oldNames, oldVersions)
 	}
-	if len(events) > 0 {
-		n := len(events)
+	if len(pl.events) > 0 {
+		n := len(pl.events)
 		positions, versions := make([]int64, n), make([]int64, n)
 		streams, types := make([]string, n), make([]string, n)
 		data, metadata := make([][]byte, n), make([][]byte, n)
-		for i, e := range events {
+		for i, e := range pl.events {
 			positions[i], versions[i] = e.Position, e.Version
 			streams[i], types[i] = e.Stream, e.Type
 			data[i], metadata[i] = e.Data, e.Metadata
 		}
-		b.Queue(sqlEventsInsert, p.Partition, c.now, positions, streams, versions, types, data, metadata)
+		b.Queue(sqlEventsInsert, p.Partition, now, positions, streams, versions, types, data, metadata)
 	}
 
 	if len(p.IdempotencyKeys) > 0 {
 		var ins, rep keyColumns
 		for _, k := range p.IdempotencyKeys {
 			cols := &ins
-			if replaceKeys[[2]string{k.Scope, k.Key}] {
+			if pl.replace[[2]string{k.Scope, k.Key}] {
 				cols = &rep
 			}
-			cols.add(k, c.now)
+			cols.add(k, now)
 		}
 		if len(ins.keys) > 0 {
-			b.Queue(sqlIdempotencyKeysInsert, p.Partition, c.now, ins.scopes, ins.keys, ins.results, ins.expires)
+			b.Queue(sqlIdempotencyKeysInsert, p.Partition, now, ins.scopes, ins.keys, ins.results, ins.expires)
 		}
 		if len(rep.keys) > 0 {
-			b.Queue(sqlIdempotencyKeysReplace, p.Partition, c.now, rep.scopes, rep.keys, rep.results, rep.expires)
+			b.Queue(sqlIdempotencyKeysReplace, p.Partition, now, rep.scopes, rep.keys, rep.results, rep.expires)
 		}
 	}
 
@@ -416,13 +347,13 @@ func (c *committer) write(ctx context.Context, events []storage.Event, replaceKe
 		visible := make([]int64, n)
 		for i, t := range p.TaskInserts {
 			ids[i], queues[i], payloads[i] = t.ID, t.Queue, t.Payload
-			visible[i] = c.now + t.Delay.Microseconds()
+			visible[i] = now + t.Delay.Microseconds()
 			if t.ClaimToken != "" {
 				tokens[i], deliveries[i] = t.ClaimToken, 1
-				visible[i] = c.now + t.ClaimFor.Microseconds()
+				visible[i] = now + t.ClaimFor.Microseconds()
 			}
 		}
-		b.Queue(sqlTasksInsert, p.Partition, c.now, ids, queues, payloads, deliveries, tokens, visible)
+		b.Queue(sqlTasksInsert, p.Partition, now, ids, queues, payloads, deliveries, tokens, visible)
 	}
 
 	if len(p.TimerDeletes) > 0 {
@@ -431,7 +362,7 @@ func (c *committer) write(ctx context.Context, events []storage.Event, replaceKe
 	if n := len(p.TimerInserts); n > 0 {
 		ids, fireAt, payloads := make([]string, n), make([]int64, n), make([][]byte, n)
 		for i, t := range p.TimerInserts {
-			ids[i], fireAt[i], payloads[i] = t.ID, c.now+t.Delay.Microseconds(), t.Payload
+			ids[i], fireAt[i], payloads[i] = t.ID, now+t.Delay.Microseconds(), t.Payload
 		}
 		b.Queue(sqlTimersInsert, p.Partition, ids, fireAt, payloads)
 	}
@@ -458,21 +389,8 @@ func (c *committer) write(ctx context.Context, events []storage.Event, replaceKe
 			ids[i], streams[i], defs[i], statuses[i], ikeys[i] = s.ID, s.Stream, s.Definition, s.Status, s.IdempotencyKey
 			defVersions[i], terminal[i], states[i] = int32(s.DefinitionVersion), s.Terminal, s.State
 		}
-		b.Queue(sqlSagasUpsert, p.Partition, c.now, ids, streams, defs, defVersions, statuses, terminal, ikeys, states)
+		b.Queue(sqlSagasUpsert, p.Partition, now, ids, streams, defs, defVersions, statuses, terminal, ikeys, states)
 	}
-
-	b.Queue("COMMIT")
-	br := c.conn.SendBatch(ctx, b)
-	var err error
-	for range b.Len() {
-		if _, err = br.Exec(); err != nil {
-			break
-		}
-	}
-	if cerr := br.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 // keyColumns are idempotency keys as the column arrays unnest reads.

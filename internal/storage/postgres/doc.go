@@ -15,14 +15,19 @@
 //
 // # Commits and fencing
 //
-// A commit is one transaction in two round trips. Its first statement
-// advances the partition's head on condition that the given epoch is the
-// partition's and its lease is unexpired; that row lock, held to the end,
-// serializes the partition's writers (positions are gap-free) and makes a
-// lease takeover wait for the commit in flight, so a commit that passed the
-// check cannot be overtaken by a newer epoch. The rest of the commit is
-// pipelined in one batch that ends with COMMIT.
+// Commits are grouped: the commits queued for one of the Driver's
+// coalescer workers at a moment (partitions are sharded over the workers)
+// run in one transaction, with one COMMIT and one flush of the write-ahead
+// log, in two round trips. The first locks the rows of the group's
+// partitions, in ascending order, and reads the clock; a partition's row
+// lock, held to the end, serializes the partition's writers (positions are
+// gap-free) and makes a lease takeover wait for the commits in flight, so a
+// commit that passed the epoch check cannot be overtaken by a newer epoch.
+// Each commit is then checked in Go, in the group's order, and a commit
+// refused (fenced, conflicting, invalid) writes nothing and leaves the
+// others of its group unaffected. The second round trip writes the rest
+// and ends with COMMIT. See group.go.
 //
-// A Driver is safe for concurrent use; commits to different partitions run
-// in parallel. Errors are the storage package's sentinels, wrapped.
+// A Driver is safe for concurrent use; groups of different workers run in
+// parallel. Errors are the storage package's sentinels, wrapped.
 package postgres

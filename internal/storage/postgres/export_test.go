@@ -27,3 +27,28 @@ func MigrationVersions() []int {
 func AcquireConn(ctx context.Context, d *Driver) (*pgxpool.Conn, error) {
 	return d.pool.Acquire(ctx)
 }
+
+// CommitWorkers returns the number of coalescer workers of d.
+func CommitWorkers(d *Driver) int { return len(d.workers) }
+
+// HoldCommits stops the worker that runs partition's commits until release
+// is called, so that the commits queued meanwhile make one group. queued
+// reports how many requests wait for the worker; release waits until the
+// worker has let go of the hold.
+func HoldCommits(d *Driver, partition int) (queued func() int, release func()) {
+	w := d.workerFor(partition)
+	started, hold, finished := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	r := &request{ctx: context.Background(), fn: func() {
+		close(started)
+		<-hold
+	}, done: make(chan struct{}, 1)}
+	go func() {
+		defer close(finished)
+		_ = w.do(context.Background(), r)
+	}()
+	<-started
+	return func() int { return len(w.queue) }, func() {
+		close(hold)
+		<-finished
+	}
+}

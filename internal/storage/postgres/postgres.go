@@ -28,6 +28,10 @@ type Driver struct {
 	schema     string
 	partitions int
 	closeOnce  sync.Once
+
+	// The coalescer: see group.go.
+	quit    chan struct{}
+	workers []*worker
 }
 
 var _ storage.Driver = (*Driver)(nil)
@@ -78,7 +82,9 @@ func Open(ctx context.Context, cfg Config) (*Driver, error) {
 		pool.Close()
 		return nil, err
 	}
-	return &Driver{pool: pool, schema: cfg.Schema, partitions: partitions}, nil
+	d := &Driver{pool: pool, schema: cfg.Schema, partitions: partitions}
+	d.startWorkers(workerCount(cfg.MaxConns))
+	return d, nil
 }
 
 // Info describes the open store.
@@ -98,11 +104,15 @@ func (d *Driver) Now(ctx context.Context) (time.Time, error) {
 	return fromMicros(us), nil
 }
 
-// Close closes the idle connections at once, makes every later call fail,
-// and returns once the connections in use have come back and been closed.
-// It is safe to call twice.
+// Close fails the commits still queued, waits for the groups in flight,
+// closes the idle connections, makes every later call fail, and returns
+// once the connections in use have come back and been closed. It is safe
+// to call twice.
 func (d *Driver) Close() error {
-	d.closeOnce.Do(d.pool.Close)
+	d.closeOnce.Do(func() {
+		d.stopWorkers()
+		d.pool.Close()
+	})
 	return nil
 }
 
