@@ -30,6 +30,10 @@ type partition struct {
 	// recentKeys caches idempotency keys this loop stored, so a burst of
 	// retried starts does not read the store for each.
 	recentKeys map[string]idemResult
+	// reload holds sagas whose last commit failed: it may have been
+	// written all the same (an ambiguous commit: the link broke at COMMIT),
+	// so their durable state is unknown here until they are read back.
+	reload map[string]bool
 	// redispatch holds the push attempts found in flight at recovery,
 	// dispatched once the loop runs.
 	redispatch []Task
@@ -93,6 +97,7 @@ func (e *Engine) startPartition(ctx context.Context, lease storage.Lease) (*part
 		sagas:      map[string]*sagaEntry{},
 		timers:     newTimerHeap(),
 		recentKeys: map[string]idemResult{},
+		reload:     map[string]bool{},
 	}
 	if err := p.recover(ctx); err != nil {
 		return nil, err
@@ -179,6 +184,8 @@ func (p *partition) run() {
 	defer timer.Stop()
 	reconcile := time.NewTicker(p.e.cfg.ReconcileInterval)
 	defer reconcile.Stop()
+	reload := time.NewTicker(reloadInterval)
+	defer reload.Stop()
 	batch := make([]*request, 0, p.e.cfg.MaxBatch)
 	for {
 		p.armTimer(timer)
@@ -199,6 +206,9 @@ func (p *partition) run() {
 			}
 		case <-timer.C:
 			batch = p.dueTimers(batch[:0])
+		case <-reload.C:
+			p.reloadFailed()
+			continue
 		case <-reconcile.C:
 			if w := p.reconcileWork(); w != nil && p.commit(w, 0) {
 				p.fenced()
@@ -269,11 +279,15 @@ func (p *partition) commit(w *work, inputs int) (fenced bool) {
 	m.commitDuration.Observe(time.Since(began).Seconds())
 	m.commitBatch.Observe(float64(inputs))
 	if err != nil {
-		// Nothing was written. The states the core computed are dropped:
-		// the touched sagas reload from their durable snapshots when next
-		// needed, so memory never runs ahead of the log.
+		// The states the core computed are dropped, so memory never runs
+		// ahead of the log. Whether the commit was written is unknown (the
+		// link may have broken at COMMIT), so the touched sagas are read
+		// back from the store as soon as it answers: that re-arms their
+		// timers from whatever state is durable, and an attempt that was
+		// decided but never sent is retried when its timeout fires.
 		for id := range w.touched {
 			delete(p.sagas, id)
+			p.reload[id] = true
 		}
 		p.active.Store(int64(len(p.sagas)))
 		if errors.Is(err, storage.ErrFenced) {
@@ -283,14 +297,6 @@ func (p *partition) commit(w *work, inputs int) (fenced bool) {
 		}
 		m.commitErrors.WithLabelValues("other").Inc()
 		p.e.log.Warn("commit failed", "partition", p.id, "inputs", inputs, "err", err)
-		// Timers that fired into this batch left the heap, and nobody will
-		// send them again: arm them anew, a little later, so that they
-		// fire again and reload their sagas once the store answers.
-		retryAt := p.dbNow().Add(timerRetryAfterFailedCommit)
-		for _, t := range w.fired {
-			t.dbFireAt = retryAt
-			p.timers.push(t)
-		}
 		w.answer(fmt.Errorf("engine: commit: %w", err))
 		return false
 	}
@@ -299,9 +305,24 @@ func (p *partition) commit(w *work, inputs int) (fenced bool) {
 	return false
 }
 
-// timerRetryAfterFailedCommit is how long a timer whose firing could not
-// be committed waits before it fires again.
-const timerRetryAfterFailedCommit = time.Second
+// reloadInterval is how often a loop tries to read back the sagas whose
+// commit failed.
+const reloadInterval = 500 * time.Millisecond
+
+// reloadFailed reads back the sagas whose last commit failed, now that the
+// store may answer again; those it cannot read yet stay for the next try.
+func (p *partition) reloadFailed() {
+	for id := range p.reload {
+		if _, ok := p.sagas[id]; ok {
+			delete(p.reload, id) // an input loaded it meanwhile
+			continue
+		}
+		if _, err := p.load(id); err != nil {
+			return // the store is still unreachable; try again later
+		}
+		delete(p.reload, id)
+	}
+}
 
 // commitTimeout bounds one commit; a store that takes longer is treated as
 // down for that batch, whose callers get an error and retry.

@@ -28,7 +28,6 @@ type work struct {
 	keys         []storage.IdempotencyKeyInsert
 	batchKeys    map[string]idemResult
 
-	fired    []timerEntry // timers that fired into this batch
 	pushes   []Task
 	queues   map[string]bool
 	finished []*pending
@@ -94,7 +93,6 @@ func (w *work) apply(r *request) {
 		w.applyStep(r, *r.result)
 	case reqTimer:
 		w.p.e.metrics.timersFired.Inc()
-		w.fired = append(w.fired, timerEntry{id: r.timerID, sagaID: r.sagaID})
 		w.applyStep(r, saga.Input{Kind: saga.InputTimerFired, TimerID: r.timerID})
 	case reqCancel:
 		w.applyStep(r, saga.Input{Kind: saga.InputCancel, Reason: r.reason})
