@@ -15,10 +15,9 @@
 //
 // # Commits and fencing
 //
-// Commits are grouped: the commits queued for one of the Driver's
-// coalescer workers at a moment (partitions are sharded over the workers)
-// run in one transaction, with one COMMIT and one flush of the write-ahead
-// log, in two round trips. The first locks the rows of the group's
+// Commits are grouped: the commits queued when one of the Driver's
+// coalescer workers is free run in one transaction, with one COMMIT and
+// one flush of the write-ahead log, in two round trips. The first locks the rows of the group's
 // partitions, in ascending order, and reads the clock; a partition's row
 // lock, held to the end, serializes the partition's writers (positions are
 // gap-free) and makes a lease takeover wait for the commits in flight, so a

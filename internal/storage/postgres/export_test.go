@@ -31,12 +31,12 @@ func AcquireConn(ctx context.Context, d *Driver) (*pgxpool.Conn, error) {
 // CommitWorkers returns the number of coalescer workers of d.
 func CommitWorkers(d *Driver) int { return len(d.workers) }
 
-// HoldCommits stops the worker that runs partition's commits until release
-// is called, so that the commits queued meanwhile make one group. queued
-// reports how many requests wait for the worker; release waits until the
-// worker has let go of the hold.
-func HoldCommits(d *Driver, partition int) (queued func() int, release func()) {
-	w := d.workerFor(partition)
+// HoldCommits stops one of d's workers (with one worker, every commit)
+// until release is called, so that the commits queued meanwhile make one
+// group. queued reports how many requests wait for a worker; release waits
+// until the worker has let go of the hold.
+func HoldCommits(d *Driver) (queued func() int, release func()) {
+	w := d.workers[0]
 	started, hold, finished := make(chan struct{}), make(chan struct{}), make(chan struct{})
 	r := &request{ctx: context.Background(), fn: func() {
 		close(started)

@@ -23,11 +23,16 @@ import (
 // gets its own result, and a commit refused by the contract (fenced,
 // conflicting, invalid) leaves the others of its group unaffected.
 //
-// Partitions are sharded over the workers, so all the commits of one
-// partition go through one worker, one transaction at a time; workers run in
-// parallel on connections of their own. A worker never waits for more
-// commits to arrive: under light load a group is one commit and the latency
-// is one transaction's.
+// The workers share one queue and run in parallel, each on a connection of
+// its own: a worker that is free takes every commit queued, so that under
+// light load a commit never waits for a group it is not part of, and
+// under heavy load the groups grow. A worker never waits for more commits
+// to arrive: a group of one commit has one transaction's latency. Two
+// groups may hold commits of one partition; the partition's row lock
+// serializes them, and as every group locks its partitions in ascending
+// order, groups never wait on each other's partitions in a cycle. (The
+// engine waits for each commit of a partition before the next, so in
+// practice they rarely meet.)
 const (
 	// maxGroup bounds the commits of one transaction. Each commit after the
 	// first of a group writes inside a savepoint, a subtransaction, and a
@@ -62,21 +67,25 @@ type request struct {
 
 type worker struct {
 	d      *Driver
-	queue  chan *request
-	exited chan struct{}
-	next   *request // taken from the queue while filling a group, run after it
+	queue  chan *request // the Driver's, shared by every worker
+	exited chan struct{} // closed once every worker has exited
+	done   chan struct{} // this worker's exit
+	next   *request      // taken from the queue while filling a group, run after it
 	group  []*request
 }
 
 // startWorkers starts n coalescer workers; Close stops them.
 func (d *Driver) startWorkers(n int) {
 	d.quit = make(chan struct{})
+	d.exited = make(chan struct{})
+	queue := make(chan *request, queueSize)
 	d.workers = make([]*worker, n)
 	for i := range d.workers {
 		w := &worker{
 			d:      d,
-			queue:  make(chan *request, queueSize),
-			exited: make(chan struct{}),
+			queue:  queue,
+			exited: d.exited,
+			done:   make(chan struct{}),
 			group:  make([]*request, 0, maxGroup),
 		}
 		d.workers[i] = w
@@ -89,13 +98,9 @@ func (d *Driver) startWorkers(n int) {
 func (d *Driver) stopWorkers() {
 	close(d.quit)
 	for _, w := range d.workers {
-		<-w.exited
+		<-w.done
 	}
-}
-
-// workerFor is the worker that runs partition's commits.
-func (d *Driver) workerFor(partition int) *worker {
-	return d.workers[partition%len(d.workers)]
+	close(d.exited)
 }
 
 // submit runs p in a group and waits for its outcome.
@@ -104,7 +109,8 @@ func (d *Driver) submit(ctx context.Context, p *storage.CommitParams) (*storage.
 		return nil, err
 	}
 	r := &request{ctx: ctx, p: p, done: make(chan struct{}, 1)}
-	if err := d.workerFor(p.Partition).do(ctx, r); err != nil {
+	// Any worker's do: the queue is every worker's.
+	if err := d.workers[0].do(ctx, r); err != nil {
 		return nil, err
 	}
 	return r.res, nil
@@ -127,7 +133,7 @@ func (w *worker) do(ctx context.Context, r *request) error {
 	case <-r.done:
 		return r.err
 	case <-w.exited:
-		// Queued after the worker drained its queue on its way out.
+		// Queued after the workers drained the queue on their way out.
 		select {
 		case <-r.done:
 			return r.err
@@ -138,7 +144,7 @@ func (w *worker) do(ctx context.Context, r *request) error {
 }
 
 func (w *worker) run() {
-	defer close(w.exited)
+	defer close(w.done)
 	for {
 		r := w.next
 		w.next = nil

@@ -48,8 +48,8 @@ type held struct {
 	wg      sync.WaitGroup
 }
 
-func hold(t *testing.T, d *postgres.Driver, partition int) *held {
-	queued, release := postgres.HoldCommits(d, partition)
+func hold(t *testing.T, d *postgres.Driver) *held {
+	queued, release := postgres.HoldCommits(d)
 	return &held{t: t, queued: queued, release: release}
 }
 
@@ -91,7 +91,7 @@ func TestGroupFailuresStayAlone(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
 	d, epochs := oneWorker(t, 2)
-	h := hold(t, d, 0)
+	h := hold(t, d)
 	type outcome struct {
 		res *storage.CommitResult
 		err error
@@ -177,7 +177,7 @@ func TestGroupSkipsCancelledCommits(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
 	d, epochs := oneWorker(t, 2)
-	h := hold(t, d, 0)
+	h := hold(t, d)
 	gone, cancel := context.WithCancel(ctx)
 	var errGone, errKept error
 	var kept *storage.CommitResult
@@ -202,7 +202,7 @@ func TestGroupSamePartitionInOrder(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
 	d, epochs := oneWorker(t, 1)
-	h := hold(t, d, 0)
+	h := hold(t, d)
 	const n = 20
 	res := make([]*storage.CommitResult, n)
 	errs := make([]error, n)

@@ -31,6 +31,7 @@ type Driver struct {
 
 	// The coalescer: see group.go.
 	quit    chan struct{}
+	exited  chan struct{}
 	workers []*worker
 }
 
