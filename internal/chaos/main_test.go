@@ -242,7 +242,7 @@ func definition(name, url string, n int, retry string) string {
     input: {fail_at: "${input.fail_at}"}
     attempt_timeout: 3s
     retry: %[3]s
-    compensation_retry: {initial_interval: 20ms, max_interval: 500ms}
+    compensation_retry: {initial_interval: 20ms, max_interval: 500ms, max_attempts: 1000}
 `, i, url, retry)
 	}
 	return b.String()
