@@ -15,9 +15,8 @@
 //
 // The scenarios are tests of this package: T1 (crash loop), T6 (failing
 // participant), T6-link (faults on the participant's link) and T3 (commits
-// cut on the link to PostgreSQL, only with ACCORD_CHAOS_PG=1 until the
-// engine survives it). Each runs a short version in every `go test` and a
-// full version when ACCORD_CHAOS_FULL=1 is set; each prints one figure line
-// with the seed that replays it (ACCORD_CHAOS_SEED). docs/reliability.md
-// lists them with their figures.
+// cut on the link to PostgreSQL). Each runs a short version in every
+// `go test` and a full version when ACCORD_CHAOS_FULL=1 is set; each prints
+// one figure line with the seed that replays it (ACCORD_CHAOS_SEED).
+// docs/reliability.md lists them with their figures.
 package chaos
