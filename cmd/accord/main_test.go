@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -19,28 +18,14 @@ import (
 	"time"
 
 	_ "modernc.org/sqlite"
+
+	"github.com/accord-saga/accord/internal/testbin"
 )
 
 // accordBin is the binary under test, built once by TestMain.
 var accordBin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "accord-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	accordBin = filepath.Join(dir, "accord")
-	build := exec.Command("go", "build", "-o", accordBin, ".")
-	build.Stderr = os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build accord:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testbin.Main(m, &accordBin) }
 
 // runAccord runs the binary to its end and returns its exit code, stdout
 // and stderr.

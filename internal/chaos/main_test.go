@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -20,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/accord-saga/accord/internal/testbin"
 	"github.com/accord-saga/accord/sdk/client"
 )
 
@@ -34,23 +34,7 @@ const (
 // accordBin is the binary under test, built once by TestMain.
 var accordBin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "accord-chaos-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	accordBin = filepath.Join(dir, "accord")
-	build := exec.Command("go", "build", "-o", accordBin, "../../cmd/accord")
-	build.Stderr = os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build accord:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testbin.Main(m, &accordBin) }
 
 func full() bool { return os.Getenv(envFull) == "1" }
 

@@ -2,11 +2,8 @@ package e2e
 
 import (
 	"bufio"
-	"fmt"
 	"io"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -14,29 +11,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/accord-saga/accord/internal/testbin"
 	"github.com/accord-saga/accord/sdk/client"
 )
 
 // accordBin is the binary under test, built once by TestMain.
 var accordBin string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "accord-e2e-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	accordBin = filepath.Join(dir, "accord")
-	build := exec.Command("go", "build", "-o", accordBin, "../../cmd/accord")
-	build.Stderr = os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build accord:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testbin.Main(m, &accordBin) }
 
 // server is a running accord server process.
 type server struct {
