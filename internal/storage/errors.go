@@ -34,6 +34,9 @@ var (
 	// ErrTaskClaimLost: the task is gone or its claim token no longer
 	// matches (the claim expired and someone else took it).
 	ErrTaskClaimLost = errors.New("storage: task claim lost")
+	// ErrGroupExists: a consumer group of that name exists with another
+	// configuration.
+	ErrGroupExists = errors.New("storage: consumer group exists with another configuration")
 )
 
 // VersionConflictError reports a failed expected-version check.

@@ -288,12 +288,17 @@ type CommitParams struct {
 	// the commit's time, and EndedAt to the commit's time when Terminal
 	// first becomes true (the time fields given are ignored).
 	SagaUpserts []Saga
+	// Publishes are bus messages written to this partition, each with a
+	// delivery for every group of its topic (see BusStore). Their topics
+	// must exist (ErrInvalid otherwise).
+	Publishes []MessageInput
 }
 
 // CommitResult reports what a commit wrote.
 type CommitResult struct {
-	Events []Event   // in the order given, with positions and versions
-	Now    time.Time // database time of the commit
+	Events   []Event   // in the order given, with positions and versions
+	Messages []Message // the Publishes, in the order given, with positions
+	Now      time.Time // database time of the commit
 }
 
 // StreamReadParams selects events of a stream.
