@@ -76,6 +76,10 @@ type Config struct {
 	// OnFinish, if set, is called after a saga reaches a terminal state
 	// (from the partition loop: it must not block).
 	OnFinish func(id, status string)
+	// OnPublish, if set, is called after a commit that published messages
+	// to a topic, once per topic (from the partition loop: it must not
+	// block).
+	OnPublish func(topic string)
 	// Tracer, if set, is shown every commit's saga events and gives each
 	// attempt its trace context (package tracing). Optional: without it
 	// tasks carry no traceparent.

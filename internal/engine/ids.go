@@ -41,3 +41,8 @@ func newSeed() uint64 {
 	_, _ = rand.Read(b[:])
 	return binary.LittleEndian.Uint64(b[:])
 }
+
+// NewID returns a new time-ordered unique id in the form of saga ids (26
+// characters of Crockford base32), for other parts of the server that name
+// things (bus messages).
+func NewID() string { return newSagaID(time.Now()) }

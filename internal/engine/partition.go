@@ -29,7 +29,7 @@ type partition struct {
 	timers *timerHeap
 	// recentKeys caches idempotency keys this loop stored, so a burst of
 	// retried starts does not read the store for each.
-	recentKeys map[string]idemResult
+	recentKeys map[string]cachedKey
 	// reload holds sagas whose last commit failed: it may have been
 	// written all the same (an ambiguous commit: the link broke at COMMIT),
 	// so their durable state is unknown here until they are read back.
@@ -61,6 +61,7 @@ const (
 	reqTimer
 	reqCancel
 	reqOperatorRetry
+	reqPublish
 )
 
 // request is one input for a partition loop. reply, if set, receives the
@@ -74,6 +75,9 @@ type request struct {
 	taskID  string      // for reqResult: the task whose result this is
 	timerID string      // for reqTimer
 	reason  string      // for reqCancel
+
+	publish   []PublishMessage // for reqPublish
+	published []PublishResult  // for reqPublish: set by the loop before its reply
 
 	reply chan reply
 }
@@ -96,7 +100,7 @@ func (e *Engine) startPartition(ctx context.Context, lease storage.Lease) (*part
 		done:       make(chan struct{}),
 		sagas:      map[string]*sagaEntry{},
 		timers:     newTimerHeap(),
-		recentKeys: map[string]idemResult{},
+		recentKeys: map[string]cachedKey{},
 		reload:     map[string]bool{},
 	}
 	if err := p.recover(ctx); err != nil {
@@ -133,11 +137,11 @@ func (p *partition) stop() {
 	<-p.done
 }
 
-// send queues a request. Starts fail fast when the inbox is full; other
-// inputs wait for room (their senders can wait, and dropping them would
-// only delay a saga).
+// send queues a request. Starts and publishes fail fast when the inbox is
+// full; other inputs wait for room (their senders can wait, and dropping
+// them would only delay a saga).
 func (p *partition) send(ctx context.Context, r *request) error {
-	if r.kind == reqStart {
+	if r.kind == reqStart || r.kind == reqPublish {
 		select {
 		case p.inbox <- r:
 			return nil
@@ -268,6 +272,7 @@ func (p *partition) process(batch []*request) (fenced bool) {
 // on it. It reports whether the partition was fenced.
 func (p *partition) commit(w *work, inputs int) (fenced bool) {
 	if w.empty() {
+		w.published(nil)
 		w.answer(nil)
 		return false
 	}
@@ -301,6 +306,7 @@ func (p *partition) commit(w *work, inputs int) (fenced bool) {
 		return false
 	}
 	w.committed(res.Now)
+	w.published(res.Messages)
 	w.answer(nil)
 	return false
 }

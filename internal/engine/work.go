@@ -26,7 +26,9 @@ type work struct {
 	timerSets    map[string]timerEntry
 	timerCancels map[string]bool
 	keys         []storage.IdempotencyKeyInsert
-	batchKeys    map[string]idemResult
+	batchKeys    map[string]cachedKey
+	publishes    []storage.MessageInput
+	pubReplies   []pubReply
 
 	pushes   []Task
 	queues   map[string]bool
@@ -55,13 +57,13 @@ func newWork(p *partition) *work {
 		taskDeletes:  map[string]bool{},
 		timerSets:    map[string]timerEntry{},
 		timerCancels: map[string]bool{},
-		batchKeys:    map[string]idemResult{},
+		batchKeys:    map[string]cachedKey{},
 		queues:       map[string]bool{},
 	}
 }
 
 func (w *work) empty() bool {
-	return len(w.order) == 0 && len(w.taskDeletes) == 0
+	return len(w.order) == 0 && len(w.taskDeletes) == 0 && len(w.publishes) == 0
 }
 
 // reply records the answer for a request, sent after the commit.
@@ -74,6 +76,9 @@ func (w *work) reply(r *request, rep reply) {
 // answer sends every recorded reply; a commit error replaces the success
 // of every request that depended on the commit.
 func (w *work) answer(commitErr error) {
+	if commitErr != nil {
+		w.failPublishes(commitErr)
+	}
 	for _, pr := range w.replies {
 		rep := pr.rep
 		if commitErr != nil && rep.err == nil {
@@ -98,6 +103,8 @@ func (w *work) apply(r *request) {
 		w.applyStep(r, saga.Input{Kind: saga.InputCancel, Reason: r.reason})
 	case reqOperatorRetry:
 		w.applyStep(r, saga.Input{Kind: saga.InputOperatorRetry})
+	case reqPublish:
+		w.applyPublish(r)
 	}
 }
 
@@ -105,10 +112,15 @@ func (w *work) applyStart(r *request) {
 	sp := r.start
 	reqHash := sp.hash()
 	if sp.IdempotencyKey != "" {
-		if prior, ok, err := w.lookupKey(sp.IdempotencyKey); err != nil {
+		if cached, ok, err := w.lookupCached(startKeyScope, sp.IdempotencyKey, nil); err != nil {
 			w.reply(r, reply{err: err})
 			return
 		} else if ok {
+			prior, err := unmarshalIdemResult(cached.result)
+			if err != nil {
+				w.reply(r, reply{err: err})
+				return
+			}
 			if prior.RequestHash != reqHash {
 				w.reply(r, reply{err: fmt.Errorf("%w: key %q", ErrIdempotencyMismatch, sp.IdempotencyKey)})
 				return
@@ -136,39 +148,50 @@ func (w *work) applyStart(r *request) {
 	w.order = append(w.order, id)
 	w.commands(pd, cmds)
 	if sp.IdempotencyKey != "" {
-		res := idemResult{SagaID: id, RequestHash: reqHash}
-		w.batchKeys[sp.IdempotencyKey] = res
+		res := idemResult{SagaID: id, RequestHash: reqHash}.marshal()
+		w.batchKeys[cacheKey(startKeyScope, sp.IdempotencyKey)] = cachedKey{result: res, idx: -1}
 		w.keys = append(w.keys, storage.IdempotencyKeyInsert{
-			Scope: startKeyScope, Key: sp.IdempotencyKey, Result: res.marshal(), TTL: w.p.e.cfg.IdempotencyTTL,
+			Scope: startKeyScope, Key: sp.IdempotencyKey, Result: res, TTL: w.p.e.cfg.IdempotencyTTL,
 		})
 	}
 	w.reply(r, reply{sagaID: id, created: true})
 }
 
-// lookupKey finds a start's idempotency key in this batch, in the loop's
-// cache, or in the store. Keys of a partition are written only by its
-// loop, so this check cannot race with another writer.
-func (w *work) lookupKey(key string) (idemResult, bool, error) {
-	if res, ok := w.batchKeys[key]; ok {
-		return res, true, nil
+// cachedKey is a stored idempotency key's result, as the loop remembers
+// it. idx is, for a publish key stored by the batch being built, the
+// index of its message in the batch; -1 otherwise.
+type cachedKey struct {
+	result []byte
+	idx    int
+}
+
+func cacheKey(scope, key string) string { return scope + "\x00" + key }
+
+// lookupCached finds an idempotency key in local (a request's own keys, if
+// any), in this batch, in the loop's cache, or in the store. Keys of a
+// partition are written only by its loop, so this check cannot race with
+// another writer.
+func (w *work) lookupCached(scope, key string, local map[string]cachedKey) (cachedKey, bool, error) {
+	ck := cacheKey(scope, key)
+	if c, ok := local[ck]; ok {
+		return c, true, nil
 	}
-	if res, ok := w.p.recentKeys[key]; ok {
-		return res, true, nil
+	if c, ok := w.batchKeys[ck]; ok {
+		return c, true, nil
+	}
+	if c, ok := w.p.recentKeys[ck]; ok {
+		return c, true, nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
 	defer cancel()
-	k, err := w.p.e.store.IdempotencyKeyGet(ctx, startKeyScope, key)
+	k, err := w.p.e.store.IdempotencyKeyGet(ctx, scope, key)
 	if errors.Is(err, storage.ErrNotFound) {
-		return idemResult{}, false, nil
+		return cachedKey{}, false, nil
 	}
 	if err != nil {
-		return idemResult{}, false, fmt.Errorf("engine: idempotency key lookup: %w", err)
+		return cachedKey{}, false, fmt.Errorf("engine: idempotency key lookup: %w", err)
 	}
-	res, err := unmarshalIdemResult(k.Result)
-	if err != nil {
-		return idemResult{}, false, err
-	}
-	return res, true, nil
+	return cachedKey{result: k.Result, idx: -1}, true, nil
 }
 
 // applyStep steps one saga through the core.
@@ -313,6 +336,7 @@ func (w *work) params() *storage.CommitParams {
 	for id := range w.taskDeletes {
 		p.TaskDeletes = append(p.TaskDeletes, id)
 	}
+	p.Publishes = w.publishes
 	return p
 }
 
@@ -343,7 +367,7 @@ func (w *work) committed(dbNow time.Time) {
 	}
 	p.active.Store(int64(len(p.sagas)))
 	for k, v := range w.batchKeys {
-		p.recentKeys[k] = v
+		p.recentKeys[k] = cachedKey{result: v.result, idx: -1}
 	}
 	for id := range w.timerCancels {
 		p.timers.remove(id)
