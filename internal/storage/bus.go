@@ -21,22 +21,29 @@ import (
 //   - Commit inserts, for every message it publishes, one delivery for every
 //     group of the message's topic that exists at that moment.
 //   - GroupCreate inserts, in its own transaction, one delivery for every
-//     stored message the group starts from (StartBeginning, StartTime) and
-//     none for the rest (StartEnd). A publish commit running at the same
+//     stored message the group starts from (StartBeginning, StartTime;
+//     expired messages included, the claim drops them) and none for the
+//     rest (StartEnd). A publish commit running at the same
 //     time is ordered entirely before or entirely after it.
 //
 // Per-key order: among the deliveries of one group, partition and message
 // key (a non-empty key), only the one with the lowest position is claimable;
 // the others are "blocked" until it is acked, dead-lettered, expired or
 // swept. A nacked delivery keeps its place: later messages with its key wait
-// for it. Messages without a key are not ordered and never blocked.
+// for it. Messages without a key are not ordered and never blocked. Exactly
+// one delivery of a key is unblocked at a time: when it goes, the one with
+// the lowest position among the rest becomes claimable. A replayed dead
+// letter (DeadLetterReplay) therefore waits behind the key's delivery that
+// is unblocked when it is replayed, whatever their positions.
 //
 // A delivery is claimed with a token, like a task: it is invisible until
 // the claim's visibility passes; its delivery count grows by one at each
 // claim, in the claiming transaction, so a count survives a consumer that
 // dies mid-message. DeliveryClaim moves to the group's dead letters every
 // candidate whose count already equals MaxDeliveries (the next claim would
-// exceed it) and drops every candidate whose message has expired.
+// exceed it) and drops every candidate whose message has expired (expiry at
+// or before the database's now). A delivery unblocked by such a drop may be
+// claimed by the same call.
 type BusStore interface {
 	// TopicPut creates a topic or replaces its configuration (an opaque
 	// document of the bus layer); created reports which.
@@ -63,7 +70,8 @@ type BusStore interface {
 	// ErrNotFound if absent.
 	GroupDelete(ctx context.Context, topic, name string) error
 	// GroupStats describes a group's backlog, one entry per partition that
-	// has deliveries or dead letters, in partition order.
+	// has deliveries or dead letters, in partition order; ErrNotFound if the
+	// group is absent.
 	GroupStats(ctx context.Context, topic, name string) ([]GroupPartitionStats, error)
 
 	// MessageRead returns a topic's messages in one partition from a
@@ -79,7 +87,9 @@ type BusStore interface {
 	// MessageSweep applies a topic's retention and compaction to one
 	// partition and returns how many messages it deleted. The deliveries of
 	// deleted messages are deleted too (and the next delivery of their key
-	// unblocked).
+	// unblocked); their dead letters stay. The rules are judged together on
+	// the messages stored when the call starts (with Limit, the lowest
+	// positions go first), then the tombstone rule on what is left.
 	MessageSweep(ctx context.Context, params *MessageSweepParams) (int, error)
 
 	// DeliveryClaim claims up to Limit claimable deliveries of a group,
@@ -96,7 +106,9 @@ type BusStore interface {
 	// DeliveryNack gives a claimed delivery back: visible again after Delay,
 	// keeping its place in its key's order, with History replacing the
 	// stored history; or, with DeadLetter, moves it to the group's dead
-	// letters with Reason. ErrTaskClaimLost as for DeliveryHeartbeat.
+	// letters with Reason (and History as the dead letter's history).
+	// Either way the claim ends: its token stops working. ErrTaskClaimLost
+	// as for DeliveryHeartbeat.
 	DeliveryNack(ctx context.Context, params *DeliveryNackParams) error
 	// DeliveryStalled returns up to limit deliveries (of every group) whose
 	// message was published before olderThan and that are still
@@ -109,8 +121,9 @@ type BusStore interface {
 	// DeadLetterList pages through a group's dead letters by id.
 	DeadLetterList(ctx context.Context, params *DeadLetterListParams) ([]DeadLetter, error)
 	// DeadLetterReplay gives dead letters back to their group as fresh
-	// deliveries (delivery count 0, after any delivery of their key already
-	// outstanding) and deletes them; ids nil replays them all. It returns
+	// deliveries (delivery count 0, the dead letter's history, after any
+	// delivery of their key already outstanding) and deletes them; ids nil
+	// replays them all, ids of other groups are ignored. It returns
 	// how many it replayed; a dead letter whose message has since been
 	// deleted (retention, compaction) is left in place and not counted.
 	DeadLetterReplay(ctx context.Context, topic, group string, ids []int64) (int, error)

@@ -4,6 +4,8 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Limits on what one call may carry. They keep one transaction, one row and
@@ -100,6 +102,14 @@ func (p *CommitParams) Validate(partitions int) error {
 			return fmt.Errorf("%w: consumer position %d: partition or position out of range", ErrInvalid, i)
 		}
 	}
+	if len(p.Publishes) > MaxEventsPerCommit {
+		return fmt.Errorf("%w: %d messages in one commit, at most %d", ErrInvalid, len(p.Publishes), MaxEventsPerCommit)
+	}
+	for i := range p.Publishes {
+		if err := p.Publishes[i].validate(); err != nil {
+			return fmt.Errorf("publish %d: %w", i, err)
+		}
+	}
 	for i, s := range p.SagaUpserts {
 		if err := checkKey("saga id", s.ID); err != nil {
 			return fmt.Errorf("saga %d: %w", i, err)
@@ -110,6 +120,192 @@ func (p *CommitParams) Validate(partitions int) error {
 		if s.Status == "" || s.Definition == "" {
 			return fmt.Errorf("%w: saga %d: status and definition are required", ErrInvalid, i)
 		}
+	}
+	return nil
+}
+
+func (m *MessageInput) validate() error {
+	if err := CheckTopic(m.Topic); err != nil {
+		return err
+	}
+	if err := checkKey("message id", m.ID); err != nil {
+		return err
+	}
+	if len(m.Key) > MaxKeyLength || len(m.CorrelationID) > MaxKeyLength {
+		return fmt.Errorf("%w: message key and correlation id must be at most %d bytes", ErrInvalid, MaxKeyLength)
+	}
+	if m.TTL < 0 {
+		return fmt.Errorf("%w: negative ttl", ErrInvalid)
+	}
+	if len(m.Payload)+len(m.Headers) > MaxPayloadBytes {
+		return fmt.Errorf("%w: message larger than %d bytes", ErrInvalid, MaxPayloadBytes)
+	}
+	return nil
+}
+
+// CheckTopic validates a topic name: 1..MaxKeyLength bytes of UTF-8 without
+// control characters or white space.
+func CheckTopic(name string) error {
+	if err := checkKey("topic", name); err != nil {
+		return err
+	}
+	if !utf8.ValidString(name) {
+		return fmt.Errorf("%w: topic %q is not UTF-8", ErrInvalid, name)
+	}
+	for _, r := range name {
+		if unicode.IsControl(r) || unicode.IsSpace(r) {
+			return fmt.Errorf("%w: topic %q holds a control or space character", ErrInvalid, name)
+		}
+	}
+	return nil
+}
+
+// CheckGroup validates a topic and consumer group name.
+func CheckGroup(topic, group string) error {
+	if err := CheckTopic(topic); err != nil {
+		return err
+	}
+	return checkKey("consumer group", group)
+}
+
+// Validate checks a topic for TopicPut.
+func (t *Topic) Validate() error {
+	if t == nil {
+		return fmt.Errorf("%w: nil topic", ErrInvalid)
+	}
+	if err := CheckTopic(t.Name); err != nil {
+		return err
+	}
+	if len(t.Config) > MaxPayloadBytes {
+		return fmt.Errorf("%w: topic config larger than %d bytes", ErrInvalid, MaxPayloadBytes)
+	}
+	return nil
+}
+
+// Validate checks GroupCreate's params.
+func (p *GroupCreateParams) Validate() error {
+	if p == nil {
+		return fmt.Errorf("%w: nil params", ErrInvalid)
+	}
+	if err := CheckGroup(p.Topic, p.Name); err != nil {
+		return err
+	}
+	if len(p.Config) > MaxPayloadBytes {
+		return fmt.Errorf("%w: group config larger than %d bytes", ErrInvalid, MaxPayloadBytes)
+	}
+	switch p.Start {
+	case StartEnd, StartBeginning:
+	case StartTime:
+		if p.StartAt.IsZero() {
+			return fmt.Errorf("%w: StartTime without a StartAt", ErrInvalid)
+		}
+	default:
+		return fmt.Errorf("%w: group start %d", ErrInvalid, p.Start)
+	}
+	return nil
+}
+
+// Validate checks MessageRead's params.
+func (p *MessageReadParams) Validate(partitions int) error {
+	if p == nil {
+		return fmt.Errorf("%w: nil params", ErrInvalid)
+	}
+	if err := CheckTopic(p.Topic); err != nil {
+		return err
+	}
+	if err := CheckPartition(p.Partition, partitions); err != nil {
+		return err
+	}
+	if p.FromPosition < 0 {
+		return fmt.Errorf("%w: from position %d", ErrInvalid, p.FromPosition)
+	}
+	return CheckLimit(p.Limit)
+}
+
+// Validate checks MessageSweep's params.
+func (p *MessageSweepParams) Validate(partitions int) error {
+	if p == nil {
+		return fmt.Errorf("%w: nil params", ErrInvalid)
+	}
+	if err := CheckTopic(p.Topic); err != nil {
+		return err
+	}
+	if err := CheckPartition(p.Partition, partitions); err != nil {
+		return err
+	}
+	if p.MaxBytes < 0 || p.Limit < 0 {
+		return fmt.Errorf("%w: negative max bytes or limit", ErrInvalid)
+	}
+	return nil
+}
+
+// Validate checks DeliveryClaim's params.
+func (p *DeliveryClaimParams) Validate() error {
+	if p == nil {
+		return fmt.Errorf("%w: nil params", ErrInvalid)
+	}
+	if err := CheckGroup(p.Topic, p.Group); err != nil {
+		return err
+	}
+	if err := CheckLimit(p.Limit); err != nil {
+		return err
+	}
+	if p.Visibility <= 0 || p.MaxDeliveries <= 0 {
+		return fmt.Errorf("%w: visibility and max deliveries must be > 0", ErrInvalid)
+	}
+	return nil
+}
+
+// Validate checks a delivery reference.
+func (r *DeliveryRef) Validate(partitions int) error {
+	if err := CheckGroup(r.Topic, r.Group); err != nil {
+		return err
+	}
+	if err := CheckPartition(r.Partition, partitions); err != nil {
+		return err
+	}
+	if r.Position <= 0 {
+		return fmt.Errorf("%w: position %d", ErrInvalid, r.Position)
+	}
+	return checkKey("claim token", r.ClaimToken)
+}
+
+// Validate checks DeliveryNack's params.
+func (p *DeliveryNackParams) Validate(partitions int) error {
+	if p == nil {
+		return fmt.Errorf("%w: nil params", ErrInvalid)
+	}
+	if err := p.Ref.Validate(partitions); err != nil {
+		return err
+	}
+	if p.Delay < 0 {
+		return fmt.Errorf("%w: negative delay", ErrInvalid)
+	}
+	if len(p.History) > MaxPayloadBytes || len(p.Reason) > MaxPayloadBytes {
+		return fmt.Errorf("%w: history or reason larger than %d bytes", ErrInvalid, MaxPayloadBytes)
+	}
+	return nil
+}
+
+// Validate checks DeadLetterList's params.
+func (p *DeadLetterListParams) Validate() error {
+	if p == nil {
+		return fmt.Errorf("%w: nil params", ErrInvalid)
+	}
+	if err := CheckGroup(p.Topic, p.Group); err != nil {
+		return err
+	}
+	if p.AfterID < 0 {
+		return fmt.Errorf("%w: after id %d", ErrInvalid, p.AfterID)
+	}
+	return CheckLimit(p.Limit)
+}
+
+// CheckIDs validates the ids given to DeadLetterReplay and DeadLetterPurge
+// (nil means all).
+func CheckIDs(ids []int64) error {
+	if len(ids) > MaxReadLimit {
+		return fmt.Errorf("%w: %d ids, at most %d", ErrInvalid, len(ids), MaxReadLimit)
 	}
 	return nil
 }

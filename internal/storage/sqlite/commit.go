@@ -10,8 +10,8 @@ import (
 )
 
 const (
-	sqlPartitionGet = `SELECT epoch, expires_at, head FROM partitions WHERE partition = ?`
-	sqlHeadSet      = `UPDATE partitions SET head = ? WHERE partition = ?`
+	sqlPartitionGet = `SELECT epoch, expires_at, head, message_head FROM partitions WHERE partition = ?`
+	sqlHeadSet      = `UPDATE partitions SET head = ?, message_head = ? WHERE partition = ?`
 	sqlStreamGet    = `SELECT partition, version FROM streams WHERE name = ?`
 	sqlStreamSet    = `INSERT INTO streams (name, partition, version) VALUES (?, ?, ?)
 		ON CONFLICT (name) DO UPDATE SET version = excluded.version`
@@ -154,11 +154,15 @@ func (tx *wtx) commit(p *storage.CommitParams) (*storage.CommitResult, error) {
 			return nil, fmt.Errorf("sqlite: commit: upsert saga %q: %w", g.ID, err)
 		}
 	}
-	// Only now, with every statement of the commit done, does the batch's
-	// head move: a commit that failed above leaves it where it was, as its
-	// savepoint rollback leaves the rows.
-	if pos != part.head {
-		part.head, part.dirty = pos, true
+	msgPos, err := tx.publish(p, part.msgHead, res)
+	if err != nil {
+		return nil, err
+	}
+	// Only now, with every statement of the commit done, do the batch's
+	// heads move: a commit that failed above leaves them where they were,
+	// as its savepoint rollback leaves the rows.
+	if pos != part.head || msgPos != part.msgHead {
+		part.head, part.msgHead, part.dirty = pos, msgPos, true
 	}
 	return res, nil
 }

@@ -10,10 +10,11 @@ import "fmt"
 // through it: commits move head, lease operations change epoch and expiry.
 type partState struct {
 	loaded  bool
-	dirty   bool // head moved: write it before COMMIT
+	dirty   bool // head or msgHead moved: write them before COMMIT
 	epoch   int64
 	expires int64
 	head    int64
+	msgHead int64 // the last message position (the bus's counter)
 }
 
 // partition returns the batch's view of partition p, reading it on first
@@ -21,7 +22,7 @@ type partState struct {
 func (tx *wtx) partition(p int) (*partState, error) {
 	st := &tx.parts[p]
 	if !st.loaded {
-		if err := tx.s.partitionGet.QueryRow(p).Scan(&st.epoch, &st.expires, &st.head); err != nil {
+		if err := tx.s.partitionGet.QueryRow(p).Scan(&st.epoch, &st.expires, &st.head, &st.msgHead); err != nil {
 			return nil, fmt.Errorf("sqlite: read partition %d: %w", p, err)
 		}
 		st.loaded = true
@@ -37,11 +38,11 @@ func (tx *wtx) leaseWritten(p int, epoch, expires int64) {
 	}
 }
 
-// flushHeads writes the heads the batch moved.
+// flushHeads writes the heads (event and message) the batch moved.
 func (tx *wtx) flushHeads() error {
 	for _, p := range tx.touched {
 		if st := &tx.parts[p]; st.dirty {
-			if _, err := tx.s.headSet.Exec(st.head, p); err != nil {
+			if _, err := tx.s.headSet.Exec(st.head, st.msgHead, p); err != nil {
 				return fmt.Errorf("sqlite: write head of partition %d: %w", p, err)
 			}
 		}

@@ -26,6 +26,13 @@ type writeStmts struct {
 	streamEventsDelete, streamDelete  *sql.Stmt
 	leaseGet, leaseSet                *sql.Stmt
 	definitionGet, definitionInsert   *sql.Stmt
+
+	topicExists, messageInsert, fanOut           *sql.Stmt
+	sweepDeliveries, messageDelete               *sql.Stmt
+	deliveryClaimable, deliveryClaim             *sql.Stmt
+	deliveryDelete, deliveryAck, deliveryGet     *sql.Stmt
+	deliveryHeartbeat, deliveryNack, unblockNext *sql.Stmt
+	deadLetterInsert                             *sql.Stmt
 }
 
 func (s *writeStmts) list() []stmtSQL {
@@ -62,6 +69,20 @@ func (s *writeStmts) list() []stmtSQL {
 		{&s.leaseSet, sqlLeaseSet},
 		{&s.definitionGet, sqlDefinitionGet},
 		{&s.definitionInsert, sqlDefinitionInsert},
+		{&s.topicExists, sqlTopicExists},
+		{&s.messageInsert, sqlMessageInsert},
+		{&s.fanOut, sqlFanOut},
+		{&s.sweepDeliveries, sqlSweepDeliveries},
+		{&s.messageDelete, sqlMessageDelete},
+		{&s.deliveryClaimable, sqlDeliveryClaimable},
+		{&s.deliveryClaim, sqlDeliveryClaim},
+		{&s.deliveryDelete, sqlDeliveryDelete},
+		{&s.deliveryAck, sqlDeliveryAck},
+		{&s.deliveryGet, sqlDeliveryGet},
+		{&s.deliveryHeartbeat, sqlDeliveryHeartbeat},
+		{&s.deliveryNack, sqlDeliveryNack},
+		{&s.unblockNext, sqlUnblockNext},
+		{&s.deadLetterInsert, sqlDeadLetterInsert},
 	}
 }
 
@@ -90,6 +111,7 @@ type readStmts struct {
 	leaseList                                            *sql.Stmt
 	definitionGet, definitionLatest, definitionList      *sql.Stmt
 	sagaGet                                              *sql.Stmt
+	messageRead, messageHead                             *sql.Stmt
 }
 
 func (s *readStmts) list() []stmtSQL {
@@ -109,6 +131,8 @@ func (s *readStmts) list() []stmtSQL {
 		{&s.definitionLatest, sqlDefinitionLatest},
 		{&s.definitionList, sqlDefinitionList},
 		{&s.sagaGet, sqlSagaGet},
+		{&s.messageRead, sqlMessageRead},
+		{&s.messageHead, sqlMessageHead},
 	}
 }
 

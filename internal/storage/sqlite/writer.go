@@ -45,7 +45,8 @@ var requestPool = sync.Pool{New: func() any { return &request{done: make(chan st
 // time and the batch's view of the partitions it touched.
 type wtx struct {
 	s       *writeStmts
-	now     int64 // Unix microseconds, one reading per transaction
+	conn    *sql.Conn // for the statements too rare to prepare
+	now     int64     // Unix microseconds, one reading per transaction
 	parts   []partState
 	touched []int
 }
@@ -76,7 +77,7 @@ func startWriter(ctx context.Context, conn *sql.Conn, c *clock, partitions int) 
 		batch:  make([]*request, 0, maxBatch),
 		retry:  make([]*request, 0, maxBatch),
 	}
-	w.tx = wtx{s: &w.stmts, parts: make([]partState, partitions)}
+	w.tx = wtx{s: &w.stmts, conn: conn, parts: make([]partState, partitions)}
 	if err := w.stmts.prepare(ctx, conn); err != nil {
 		return nil, err
 	}
@@ -330,5 +331,5 @@ func isOutcome(err error) bool {
 var outcomes = []error{
 	storage.ErrVersionConflict, storage.ErrFenced, storage.ErrLeaseHeld, storage.ErrIdempotencyKeyExists,
 	storage.ErrNotFound, storage.ErrWrongPartition, storage.ErrInvalid, storage.ErrTaskClaimLost,
-	storage.ErrDefinitionConflict,
+	storage.ErrDefinitionConflict, storage.ErrGroupExists,
 }

@@ -40,6 +40,7 @@ func Exercise(t *testing.T, h Harness) {
 	t.Run("Sagas", func(t *testing.T) { t.Parallel(); exerciseSagas(t, h) })
 	t.Run("Invalid", func(t *testing.T) { t.Parallel(); exerciseInvalid(t, h) })
 	t.Run("Reopen", func(t *testing.T) { t.Parallel(); exerciseReopen(t, h) })
+	t.Run("Bus", func(t *testing.T) { t.Parallel(); exerciseBus(t, h) })
 }
 
 // testOwner is the lease owner most tests write as.
