@@ -30,9 +30,13 @@ lint: ## go vet and staticcheck
 	$(GO) vet $(PKGS)
 	$(GO) run $(STATICCHECK) $(PKGS)
 
-fuzz: ## run each fuzz target for FUZZTIME (default 30s)
-	@for t in $$($(GO) test -list 'Fuzz.*' ./internal/saga | grep ^Fuzz); do \
-		$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $${FUZZTIME:-30s} ./internal/saga || exit 1; \
+fuzz: ## run every fuzz target of every package, FUZZTIME each (default 30s); plain go test runs their seed corpora
+	@for d in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do \
+		ts=$$($(GO) test -list '^Fuzz' $$d) || { echo "$$ts"; exit 1; }; \
+		for t in $$(echo "$$ts" | grep '^Fuzz'); do \
+			echo "fuzz $$d $$t"; \
+			$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $${FUZZTIME:-30s} $$d || exit 1; \
+		done; \
 	done
 
 bench: build ## storage and saga benchmarks (see BENCHMARKS.md)
