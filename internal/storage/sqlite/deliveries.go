@@ -42,8 +42,10 @@ const (
 		FROM messages WHERE partition = ?3 AND position = ?4`
 	sqlDeliveryStalled = `SELECT ` + sqlDeliveryMessageColumns + sqlDeliveryJoin + `
 		WHERE m.published_at < ? ORDER BY m.published_at, m.partition, m.position, d.topic, d.grp LIMIT ?`
+	// The unary + keeps SQLite on deliveries_message: a message has a
+	// delivery per group, a topic a delivery per message and group.
 	sqlDeliveriesOf = `SELECT ` + sqlDeliveryColumns + ` FROM deliveries d
-		WHERE d.partition = ? AND d.position = ? AND d.topic = ? ORDER BY d.grp`
+		WHERE d.partition = ? AND d.position = ? AND +d.topic = ? ORDER BY d.grp`
 )
 
 // maxDropsPerClaim bounds the expired and dead-lettered deliveries one

@@ -32,14 +32,16 @@ const (
 	// payloads sum to at most ?3 stay).
 	sqlSweepAge     = `SELECT position FROM messages WHERE topic = ? AND partition = ? AND published_at < ?`
 	sqlSweepCompact = `SELECT m.position FROM messages m WHERE m.topic = ?1 AND m.partition = ?2 AND m.key <> ''
-		AND EXISTS (SELECT 1 FROM messages n WHERE n.topic = ?1 AND n.partition = ?2 AND n.key = m.key AND n.position > m.position)`
+		AND EXISTS (SELECT 1 FROM messages n
+			WHERE n.topic = ?1 AND n.partition = ?2 AND n.key = m.key AND n.key <> '' AND n.position > m.position)`
 	sqlSweepSize = `SELECT position FROM (SELECT position,
 			sum(coalesce(length(payload), 0)) OVER (ORDER BY position DESC ROWS UNBOUNDED PRECEDING) AS total
 		FROM messages WHERE topic = ?1 AND partition = ?2) WHERE total > ?3`
 	// Tombstones older than ?3 that are the oldest message of their key.
 	sqlSweepTombstones = `SELECT m.position FROM messages m WHERE m.topic = ?1 AND m.partition = ?2 AND m.tombstone
 		AND m.key <> '' AND m.published_at < ?3
-		AND NOT EXISTS (SELECT 1 FROM messages n WHERE n.topic = ?1 AND n.partition = ?2 AND n.key = m.key AND n.position < m.position)
+		AND NOT EXISTS (SELECT 1 FROM messages n
+			WHERE n.topic = ?1 AND n.partition = ?2 AND n.key = m.key AND n.key <> '' AND n.position < m.position)
 		ORDER BY m.position LIMIT ?4`
 	sqlSweepDeliveries = `DELETE FROM deliveries WHERE partition = ? AND position = ? RETURNING topic, grp, key`
 	sqlMessageDelete   = `DELETE FROM messages WHERE partition = ? AND position = ?`
