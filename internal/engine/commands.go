@@ -65,6 +65,10 @@ func taskFor(p *partition, entry *sagaEntry, d *saga.DispatchStep, dispatchedAtM
 }
 
 func (w *work) dispatch(pd *pending, d *saga.DispatchStep) {
+	if d.Target.Topic != "" {
+		w.dispatchTopic(pd, d)
+		return
+	}
 	t := taskFor(w.p, pd.entry, d, w.now.UnixMilli())
 	if d.Target.HTTP != "" {
 		t.Queue = PushQueue

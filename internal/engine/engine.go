@@ -141,6 +141,7 @@ type Engine struct {
 	pushes  *pushTracker
 	defs    *definitionCache
 	queues  *queueSignals
+	topics  *topicCache
 	waiters *waiters
 
 	mu       sync.RWMutex
@@ -186,6 +187,7 @@ func New(cfg Config) (*Engine, error) {
 		parts:   cfg.Store.Info().Partitions,
 		defs:    newDefinitionCache(cfg.Store),
 		queues:  newQueueSignals(),
+		topics:  &topicCache{store: cfg.Store, seen: map[string]time.Time{}},
 		waiters: newWaiters(),
 		owned:   map[int]*partition{},
 	}

@@ -37,6 +37,9 @@ type partition struct {
 	// redispatch holds the push attempts found in flight at recovery,
 	// dispatched once the loop runs.
 	redispatch []Task
+	// self holds inputs the loop gives itself (topic steps' results), run
+	// as its next batch.
+	self []*request
 	// active mirrors len(sagas) for the metrics gauge, which runs on
 	// another goroutine.
 	active atomic.Int64
@@ -192,6 +195,16 @@ func (p *partition) run() {
 	defer reload.Stop()
 	batch := make([]*request, 0, p.e.cfg.MaxBatch)
 	for {
+		if len(p.self) > 0 {
+			n := min(len(p.self), p.e.cfg.MaxBatch)
+			batch = append(batch[:0], p.self[:n]...)
+			p.self = p.self[n:]
+			if p.process(batch) {
+				p.fenced()
+				return
+			}
+			continue
+		}
 		p.armTimer(timer)
 		select {
 		case <-p.stopCh:

@@ -136,8 +136,13 @@ type pubReply struct {
 }
 
 // published fills in every publish request's results from the commit's
-// stored messages, before the replies go out.
+// stored messages, before the replies go out, and queues the results of
+// the batch's topic steps for the loop's next batch.
 func (w *work) published(stored []storage.Message) {
+	w.p.self = append(w.p.self, w.self...)
+	for _, sp := range w.stepPublishes {
+		w.p.self = append(w.p.self, topicSuccess(sp.sagaID, sp.task))
+	}
 	for _, pr := range w.pubReplies {
 		out := make([]PublishResult, len(pr.slots))
 		for i, s := range pr.slots {

@@ -66,7 +66,22 @@ func (p *partition) load(id string) (*sagaEntry, error) {
 	for _, t := range entry.state.Timers() {
 		p.timers.push(timerEntry{id: t.TimerID, sagaID: id, dbFireAt: t.FireAt})
 	}
+	p.resumeTopicSteps(entry)
 	return entry, nil
+}
+
+// resumeTopicSteps queues the results of a loaded saga's topic steps in
+// flight: their messages were stored with their attempts.
+func (p *partition) resumeTopicSteps(entry *sagaEntry) {
+	tasks, err := entry.state.Tasks(entry.def)
+	if err != nil {
+		return // rearm logs it
+	}
+	for i := range tasks {
+		if d := &tasks[i]; d.Target.Topic != "" {
+			p.self = append(p.self, topicSuccess(entry.id, d))
+		}
+	}
 }
 
 // recoverPageSize is how many saga records or timers one recovery read
@@ -124,6 +139,7 @@ func (p *partition) rearm(entry *sagaEntry, dbNow time.Time) {
 		p.e.log.Error("recover: attempts in flight", "saga", entry.id, "err", err)
 		return
 	}
+	p.resumeTopicSteps(entry)
 	for i := range tasks {
 		d := &tasks[i]
 		if d.Target.HTTP == "" || (!d.Deadline.IsZero() && !d.Deadline.After(dbNow)) {

@@ -29,6 +29,11 @@ type work struct {
 	batchKeys    map[string]cachedKey
 	publishes    []storage.MessageInput
 	pubReplies   []pubReply
+	// stepPublishes are the topic steps' attempts whose messages this
+	// batch publishes; self are results the loop feeds itself after the
+	// commit (a topic step's attempt that could not publish).
+	stepPublishes []stepPublish
+	self          []*request
 
 	pushes   []Task
 	queues   map[string]bool

@@ -288,8 +288,11 @@ func decodeStep(d decoder, v *value, path string) *rawStep {
 // decodeTarget returns nil when v is not an object (already reported).
 func decodeTarget(d decoder, v *value, path string) *Target {
 	t := &Target{}
-	if !d.object(v, path, "queue", "http", "name") {
+	if !d.object(v, path, "queue", "http", "topic", "name") {
 		return nil
+	}
+	if f := v.field("topic"); f != nil {
+		t.Topic, _ = d.str(f, path+".topic")
 	}
 	if f := v.field("queue"); f != nil {
 		t.Queue, _ = d.str(f, path+".queue")

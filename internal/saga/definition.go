@@ -89,11 +89,14 @@ type StepDef struct {
 }
 
 // Target says where a step's action or compensation runs: exactly one of
-// Queue (pull workers long-poll the named task queue) or HTTP (Accord POSTs
-// to the URL).
+// Queue (pull workers long-poll the named task queue), HTTP (Accord POSTs
+// to the URL) or Topic (Accord publishes the step's input as a message on
+// the bus topic, in the same commit that schedules the step, and the step
+// succeeds once that commit is durable).
 type Target struct {
 	Queue string `json:"queue,omitempty"`
 	HTTP  string `json:"http,omitempty"`
+	Topic string `json:"topic,omitempty"`
 	// Name is the operation name sent to the participant, e.g. "charge".
 	// Defaults to the step name for an action and to "compensate_" + the
 	// step name for a compensation.

@@ -75,8 +75,8 @@ func TestParseDefinitionInvalid(t *testing.T) {
 				"  - name: b\n    action: {http: 'ftp://host/x'}\n    compensation: {http: '/relative'}\n" +
 				"  - name: c\n    action: {http: 'https://u:p@host/x'}\n    compensation: {queue: 'bad queue', name: 'a b'}\n" +
 				"  - name: d\n    action: [q]\n    compensation: 'q'\n"), []string{
-			"steps[0].action: needs exactly one of queue or http",
-			"steps[0].compensation: needs exactly one of queue or http, not both",
+			"steps[0].action: needs exactly one of queue, http or topic",
+			"steps[0].compensation: needs exactly one of queue, http or topic",
 			`steps[1].action.http: "ftp://host/x" must be an absolute http:// or https:// URL`,
 			`steps[1].compensation.http: "/relative" must be an absolute http:// or https:// URL`,
 			"steps[2].action.http: must not carry credentials in the URL",
@@ -269,6 +269,24 @@ func TestParseDefinitionDefaultNames(t *testing.T) {
 	}
 	if def.Steps[0].Action.Name != "a" || def.Steps[0].Compensation.Name != "compensate_a" {
 		t.Fatalf("default target names: %+v %+v", def.Steps[0].Action, def.Steps[0].Compensation)
+	}
+}
+
+func TestParseDefinitionTopicTarget(t *testing.T) {
+	doc := `{"name":"n","version":1,"steps":[{"name":"a","action":{"queue":"q"},"compensation":{"topic":"order-events"}}]}`
+	def, err := ParseDefinition([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := def.Steps[0].Compensation; c.Topic != "order-events" || c.Queue != "" || c.HTTP != "" {
+		t.Fatalf("compensation target = %+v", c)
+	}
+	both := `{"name":"n","version":1,"steps":[{"name":"a","action":{"queue":"q","topic":"t"},"compensation":{"topic":"bad/name"}}]}`
+	_, err = ParseDefinition([]byte(both))
+	for _, want := range []string{"steps[0].action: needs exactly one of queue, http or topic", "steps[0].compensation.topic:"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("err = %v, want it to contain %q", err, want)
+		}
 	}
 }
 

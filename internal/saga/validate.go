@@ -241,13 +241,19 @@ func resolveStep(st *StepDef, rs *rawStep, ps *problems) {
 }
 
 func resolveTarget(t *Target, path, defaultName string, ps *problems) {
+	n := 0
+	for _, v := range []string{t.Queue, t.HTTP, t.Topic} {
+		if v != "" {
+			n++
+		}
+	}
 	switch {
-	case t.Queue == "" && t.HTTP == "":
-		ps.add(path, "needs exactly one of queue or http")
-	case t.Queue != "" && t.HTTP != "":
-		ps.add(path, "needs exactly one of queue or http, not both")
+	case n != 1:
+		ps.add(path, "needs exactly one of queue, http or topic")
 	case t.Queue != "":
 		checkToken(ps, path+".queue", t.Queue)
+	case t.Topic != "":
+		checkToken(ps, path+".topic", t.Topic)
 	default:
 		checkURL(ps, path+".http", t.HTTP)
 	}
