@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/accord-saga/accord/internal/bus"
 	"github.com/accord-saga/accord/internal/engine"
 	"github.com/accord-saga/accord/internal/storage"
 )
@@ -37,6 +38,9 @@ type Config struct {
 	// Engine runs the sagas. Without Engine and Store only /healthz,
 	// /readyz and /metrics are served.
 	Engine *engine.Engine
+	// Bus serves the event bus endpoints (/v1/topics, /v1/traces,
+	// /v1/bus). Optional: without it they are not served.
+	Bus *bus.Bus
 	// Store is read for definition listings and saga logs.
 	Store Store
 	// Logger receives request logs at debug level and unexpected failures

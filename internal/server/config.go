@@ -39,6 +39,9 @@ type Config struct {
 	// IdempotencyTTL is how long a start's idempotency key is remembered.
 	// Default 24h.
 	IdempotencyTTL time.Duration
+	// BusStallAfter is how long a bus message may stay unfinished by a
+	// consumer group before its flow is reported as stalled. Default 5m.
+	BusStallAfter time.Duration
 	// PushAllow lists the HTTP endpoints push steps may call: URL
 	// patterns such as http://127.0.0.1:* or CIDRs such as 10.0.0.0/8;
 	// "*" allows every target. Default none: push steps fail with
@@ -95,6 +98,7 @@ func DefaultConfig() Config {
 		TraceSampleRatio:    1,
 		Retention:           30 * 24 * time.Hour,
 		IdempotencyTTL:      24 * time.Hour,
+		BusStallAfter:       5 * time.Minute,
 		PushWorkers:         64,
 		PushBreakerFailures: 20,
 		PushBreakerOpen:     5 * time.Second,
@@ -134,6 +138,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxBodyBytes < 1<<10 || c.MaxInFlight < 1 {
 		errs = append(errs, fmt.Errorf("--max-body-bytes must be at least 1024 and --max-in-flight at least 1"))
+	}
+	if c.BusStallAfter < time.Second {
+		return fmt.Errorf("--bus-stall-after must be at least 1s, got %s", c.BusStallAfter)
 	}
 	if c.Retention < time.Minute || c.IdempotencyTTL < time.Minute {
 		errs = append(errs, fmt.Errorf("--retention and --idempotency-ttl must be at least 1m"))

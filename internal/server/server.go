@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/accord-saga/accord/internal/api"
+	"github.com/accord-saga/accord/internal/bus"
 	"github.com/accord-saga/accord/internal/dispatch"
 	"github.com/accord-saga/accord/internal/engine"
 )
@@ -91,8 +92,21 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		log.Info("tracing on", "otlp_endpoint", endpoint, "sample_ratio", cfg.TraceSampleRatio)
 	}
+	// The engine tells the bus when a commit published to a topic, so that
+	// waiting receivers wake at once; the bus publishes through the engine.
+	var b *bus.Bus
 	eng, err = engine.New(engine.Config{Store: store, NodeID: nodeID, LeaseTTL: cfg.LeaseTTL, Logger: log, Push: push, Registerer: reg,
-		Retention: cfg.Retention, IdempotencyTTL: cfg.IdempotencyTTL, CheckTarget: push.CheckURL, Tracer: engTracer})
+		Retention: cfg.Retention, IdempotencyTTL: cfg.IdempotencyTTL, CheckTarget: push.CheckURL, Tracer: engTracer,
+		OnPublish: func(topic string) { b.Notify(topic) }})
+	if err != nil {
+		return err
+	}
+	busStore, ok := store.(bus.Store)
+	if !ok {
+		return fmt.Errorf("the %s backend has no event bus", info.Backend)
+	}
+	b, err = bus.New(bus.Config{Store: busStore, Publisher: eng, Sagas: eng, Webhooks: push, CheckURL: push.CheckURL,
+		StallAfter: cfg.BusStallAfter, Logger: log, Registerer: reg})
 	if err != nil {
 		return err
 	}
@@ -119,6 +133,18 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}()
 	log.Info("engine started", "node", nodeID, "partitions_owned", eng.OwnedPartitions())
+	// Deferred after push's Stop, so it runs before it: webhook runners
+	// finish their calls while the dispatcher still serves them.
+	if err := b.Start(ctx); err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+		defer cancel()
+		if err := b.Stop(sctx); err != nil {
+			log.Warn("stop bus", "err", err)
+		}
+	}()
 
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
@@ -126,6 +152,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	handler := api.New(api.Config{
 		Engine:       eng,
+		Bus:          b,
 		Store:        store,
 		Logger:       log,
 		MaxBodyBytes: cfg.MaxBodyBytes,
