@@ -589,6 +589,37 @@ func exerciseBus(t *testing.T, h Harness) {
 		}
 	})
 
+	t.Run("ClaimOrderAndHeartbeat", func(t *testing.T) {
+		t.Parallel()
+		s := openGroups(t, h, 2, "t", "g")
+		first := s.publish(1, msg("t", "", "b1"))
+		s.waitPast(first.Now)
+		s.publish(0, msg("t", "", "a1"), msg("t", "", "a2"))
+		var order []string
+		for range 3 {
+			c := s.claim("t", "g", 1, shortTTL, 10).Deliveries
+			if len(c) != 1 {
+				t.Fatalf("claim %d = %+v, want one delivery", len(order), c)
+			}
+			order = append(order, c[0].Message.ID)
+			if c[0].Message.ID == "b1" {
+				if err := s.b().DeliveryHeartbeat(s.ctx, ref(c[0]), longTTL); err != nil {
+					t.Fatalf("heartbeat: %v", err)
+				}
+			}
+			if len(order) == 3 {
+				s.waitPast(c[0].VisibleAt)
+			}
+		}
+		if !slices.Equal(order, []string{"b1", "a1", "a2"}) {
+			t.Fatalf("claim order = %v, want b1 (visible first), then a1 and a2 by position", order)
+		}
+		// The claims of a1 and a2 expired; b1's heartbeat outlives them.
+		if got := s.claimIDs("t", "g"); !same(got, "a1", "a2") {
+			t.Fatalf("claim after the claims expired = %v, want a1 a2 (b1 is heartbeaten)", got)
+		}
+	})
+
 	t.Run("MaxDeliveries", func(t *testing.T) {
 		t.Parallel()
 		s := openGroups(t, h, 1, "t", "g")
