@@ -394,6 +394,72 @@ func exerciseBus(t *testing.T, h Harness) {
 		}
 	})
 
+	t.Run("ConcurrentPublishesGapFree", func(t *testing.T) {
+		t.Parallel()
+		s := openGroups(t, h, 1, "t", "g")
+		const writers, commits = 6, 15
+		var (
+			mu      sync.Mutex
+			written = make(map[int64]string) // position: message id
+			failure error
+		)
+		var wg sync.WaitGroup
+		for w := range writers {
+			wg.Go(func() {
+				for i := range commits {
+					// Every third commit fails on a missing topic, in the
+					// middle of the others: it must leave no gap.
+					topic := "t"
+					if i%3 == 2 {
+						topic = "missing"
+					}
+					id := fmt.Sprintf("w%d-%02d", w, i)
+					res, err := s.d.Commit(s.ctx, &storage.CommitParams{Partition: 0, Epoch: s.epochs[0],
+						Publishes: []storage.MessageInput{msg("t", "", id+"a"), msg(topic, "", id+"b")}})
+					mu.Lock()
+					switch {
+					case topic != "t" && !errors.Is(err, storage.ErrInvalid):
+						failure = fmt.Errorf("commit %s to a missing topic: %v, want ErrInvalid", id, err)
+					case topic == "t" && err != nil:
+						failure = fmt.Errorf("commit %s: %v", id, err)
+					case err == nil:
+						for _, m := range res.Messages {
+							written[m.Position] = m.ID
+						}
+					}
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+		if failure != nil {
+			t.Fatal(failure)
+		}
+		want := writers * (commits - commits/3) * 2
+		got := s.read("t", 0, 1)
+		for len(got) < want {
+			more := s.read("t", 0, got[len(got)-1].Position+1)
+			if len(more) == 0 {
+				break
+			}
+			got = append(got, more...)
+		}
+		if len(got) != want || len(written) != want {
+			t.Fatalf("%d messages stored, %d returned by commits; want %d", len(got), len(written), want)
+		}
+		for i, m := range got {
+			if m.Position != int64(i+1) || written[m.Position] != m.ID {
+				t.Fatalf("message %d = %s at position %d; the commit returned %q for it", i, m.ID, m.Position, written[m.Position])
+			}
+		}
+		if mh := s.messageHead(0); mh != int64(want) {
+			t.Fatalf("message head = %d, want %d", mh, want)
+		}
+		if st := s.stats("t", "g")[0]; st.Pending != want {
+			t.Fatalf("pending deliveries = %d, want %d", st.Pending, want)
+		}
+	})
+
 	t.Run("PublishToMissingTopic", func(t *testing.T) {
 		t.Parallel()
 		s := openBus(t, h, 1)
