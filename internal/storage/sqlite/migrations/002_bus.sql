@@ -42,6 +42,9 @@ CREATE INDEX messages_topic ON messages (topic, partition, position);
 CREATE INDEX messages_key ON messages (topic, partition, key, position) WHERE key <> '';
 CREATE INDEX messages_correlation ON messages (correlation_id, published_at, partition, position) WHERE correlation_id <> '';
 CREATE INDEX messages_published ON messages (published_at, partition, position);
+-- Retention by age and the sweep of old tombstones.
+CREATE INDEX messages_age ON messages (topic, partition, published_at);
+CREATE INDEX messages_tombstones ON messages (topic, partition, published_at) WHERE tombstone;
 
 -- One row per message a group has not yet acked (nor dead-lettered, nor
 -- dropped). Among a group's deliveries of one partition and non-empty key,
