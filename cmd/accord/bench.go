@@ -71,7 +71,42 @@ generator together, so they are an upper bound for the server alone.`,
 	f.IntVar(&waiting, "waiting", 0, "instead: start this many sagas that wait on a 1h timer, report memory, restart the engine and time the recovery of all of them")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
 	bindEnv(cmd)
-	cmd.AddCommand(newBenchStorageCommand())
+	cmd.AddCommand(newBenchStorageCommand(), newBenchBusCommand())
+	return cmd
+}
+
+func newBenchBusCommand() *cobra.Command {
+	var cfg bench.BusConfig
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "bus",
+		Short: "Event bus throughput: publish, and end-to-end delivery to consumer groups",
+		Long: `Publishes messages through an engine and a bus in this process while
+consumers of each group receive and ack them, durably, and reports publish
+throughput and batch latency, acked deliveries per second, and end-to-end
+latency from the publish's commit to a consumer's receipt.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			res, err := bench.RunBus(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			return bench.WriteBusResult(os.Stdout, res, asJSON)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Store, "store", "sqlite", "sqlite or postgres")
+	f.StringVar(&cfg.DatabaseURL, "database-url", "", "PostgreSQL URL (with --store postgres); the benchmark uses a schema of its own and drops it")
+	f.StringVar(&cfg.Durability, "durability", "full", "SQLite durability: full or normal")
+	f.IntVar(&cfg.Partitions, "partitions", 16, "partitions of the benchmark store")
+	f.IntVar(&cfg.Messages, "messages", 20000, "messages to publish")
+	f.IntVar(&cfg.Batch, "batch", 10, "messages per publish request")
+	f.IntVar(&cfg.Publishers, "publishers", 8, "concurrent publishers")
+	f.IntVar(&cfg.Keys, "keys", 1000, "distinct message keys (0: keyless messages)")
+	f.IntVar(&cfg.Groups, "groups", 1, "consumer groups, each receiving every message")
+	f.IntVar(&cfg.Consumers, "consumers", 4, "concurrent consumers per group")
+	f.BoolVar(&asJSON, "json", false, "print one JSON object")
+	bindEnv(cmd)
 	return cmd
 }
 

@@ -37,3 +37,13 @@ func TestRunWaitingRecoversEverySaga(t *testing.T) {
 		t.Fatalf("%+v: want 300 sagas recovered", res)
 	}
 }
+
+func TestRunBusDeliversEveryMessageToEveryGroup(t *testing.T) {
+	res, err := RunBus(context.Background(), BusConfig{Messages: 600, Batch: 20, Publishers: 3, Keys: 30, Groups: 2, Consumers: 2, Dir: t.TempDir(), Partitions: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Delivered != 1200 || res.PublishPerSec <= 0 || res.DeliveredPerSec <= 0 || res.E2EP99ms <= 0 {
+		t.Fatalf("%+v: want 1200 deliveries (600 messages × 2 groups) and figures", res)
+	}
+}
