@@ -334,3 +334,33 @@ func TestSagasAndTopics(t *testing.T) {
 		})
 	})
 }
+
+func TestSweepRetentionAndCompaction(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, open func(t *testing.T) store) {
+		n := startNode(t, open(t), nil)
+		b := n.bus
+		ctx := context.Background()
+		mustTopic(t, b, "short", bus.TopicConfig{RetentionAge: bus.Duration(time.Millisecond)})
+		mustTopic(t, b, "latest", bus.TopicConfig{Compact: true, KeepForever: true})
+		mustGroup(t, b, "short", "g", bus.GroupConfig{}, bus.GroupStart{})
+		publish(t, b, "short", bus.Message{Key: "a"}, bus.Message{Key: "b"})
+		publish(t, b, "latest", bus.Message{Key: "a", Payload: json.RawMessage(`1`)}, bus.Message{Key: "a", Payload: json.RawMessage(`2`)},
+			bus.Message{Key: "b", Payload: json.RawMessage(`3`)})
+		time.Sleep(20 * time.Millisecond)
+		if swept := b.Sweep(ctx); swept != 3 {
+			t.Fatalf("swept %d messages, want 3 (2 past retention, 1 compacted away)", swept)
+		}
+		if ds := receive(t, b, "short", "g", 10, 0); len(ds) != 0 {
+			t.Fatalf("deliveries of swept messages remain: %v", payloads(ds))
+		}
+		mustGroup(t, b, "latest", "reader", bus.GroupConfig{}, bus.GroupStart{From: "beginning"})
+		ds := receive(t, b, "latest", "reader", 10, time.Second)
+		got := map[string]string{}
+		for _, d := range ds {
+			got[d.Message.Key] = string(d.Message.Payload)
+		}
+		if len(ds) != 2 || got["a"] != "2" || got["b"] != "3" {
+			t.Fatalf("compacted topic read from the beginning: %v, want a=2 and b=3", payloads(ds))
+		}
+	})
+}
