@@ -34,18 +34,20 @@ import (
 // same row, which is what makes the epoch checks hold until commit.
 const sqlLockPartitions = `
 WITH locked AS (
-	SELECT partition, epoch, lease_expires_at, head FROM partitions
+	SELECT partition, epoch, lease_expires_at, head, message_head FROM partitions
 	WHERE partition = ANY($1::integer[])
 	ORDER BY partition
 	FOR UPDATE
 )
-SELECT array_agg(partition), array_agg(epoch), array_agg(lease_expires_at), array_agg(head), ` + nowSQL + `
+SELECT array_agg(partition), array_agg(epoch), array_agg(lease_expires_at), array_agg(head),
+	array_agg(message_head), ` + nowSQL + `
 FROM locked`
 
-// sqlHeadsSet moves the heads of the partitions the group appended to.
+// sqlHeadsSet moves the heads, of events and of messages, of the
+// partitions the group wrote to.
 const sqlHeadsSet = `
-UPDATE partitions SET head = u.head
-FROM unnest($1::integer[], $2::bigint[]) AS u(partition, head)
+UPDATE partitions SET head = u.head, message_head = u.message_head
+FROM unnest($1::integer[], $2::bigint[], $3::bigint[]) AS u(partition, head, message_head)
 WHERE partitions.partition = u.partition`
 
 // Rows are locked in key order so that two commits never wait on each
@@ -155,23 +157,27 @@ func (d *Driver) Commit(ctx context.Context, params *storage.CommitParams) (*sto
 
 // partRow is a partition's row as its group locked it.
 type partRow struct {
-	epoch, expires, head int64
+	epoch, expires, head, msgHead int64
 }
 
 // view is the store as one commit of a group sees it: the rows the group
 // locked and read, overlaid with what the commits before it in the group
 // wrote.
 type view struct {
-	heads   map[int]int64
-	streams map[string]storage.StreamInfo
-	keys    map[[2]string]storage.IdempotencyKey
+	heads    map[int]int64
+	msgHeads map[int]int64
+	streams  map[string]storage.StreamInfo
+	keys     map[[2]string]storage.IdempotencyKey
+	topics   map[string]bool // the topics that exist, of those the group publishes to
 }
 
 // plan is what one commit writes, decided against its view.
 type plan struct {
 	p       *storage.CommitParams
 	events  []storage.Event
-	head    int64                    // the partition's head after the commit
+	head    int64 // the partition's head after the commit
+	msgHead int64 // the partition's message head after the commit
+	msgs    []storage.Message
 	exists  map[string]bool          // streams that exist before the commit
 	replace map[[2]string]bool       // expired keys to overwrite
 	keys    []storage.IdempotencyKey // the keys as stored by the commit
@@ -190,6 +196,9 @@ func newPlan(p *storage.CommitParams, part partRow, locked bool, now int64, v *v
 		return nil, err
 	}
 	if err := pl.numberEvents(v, now); err != nil {
+		return nil, err
+	}
+	if err := pl.numberMessages(v, now); err != nil {
 		return nil, err
 	}
 	return pl, nil
@@ -276,6 +285,7 @@ func (pl *plan) numberEvents(v *view, now int64) error {
 // group.
 func (pl *plan) apply(v *view) {
 	v.heads[pl.p.Partition] = pl.head
+	v.msgHeads[pl.p.Partition] = pl.msgHead
 	for _, e := range pl.events { // the last event of a stream sets its version
 		v.streams[e.Stream] = storage.StreamInfo{Stream: e.Stream, Partition: e.Partition, Version: e.Version}
 	}
@@ -336,6 +346,8 @@ func (pl *plan) queueWrites(b *pgx.Batch, now int64) {
 			b.Queue(sqlIdempotencyKeysReplace, p.Partition, now, rep.scopes, rep.keys, rep.results, rep.expires)
 		}
 	}
+
+	pl.queuePublishes(b, now)
 
 	if len(p.TaskDeletes) > 0 {
 		b.Queue(sqlTasksDelete, p.TaskDeletes)

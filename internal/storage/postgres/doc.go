@@ -27,6 +27,16 @@
 // others of its group unaffected. The second round trip writes the rest
 // and ends with COMMIT. See group.go.
 //
+// # The bus
+//
+// A commit's Publishes take the partition's message positions (a counter of
+// their own on the partition row) and fan out, in the same transaction, to
+// one delivery per group of their topic; GroupCreate takes SHARE on the
+// messages table so that it is ordered entirely before or after every
+// publishing commit. Per-key order is a blocked flag on deliveries, kept
+// true under advisory locks on topic, partition and key; claims use FOR
+// UPDATE SKIP LOCKED. See bus.go.
+//
 // A Driver is safe for concurrent use; groups of different workers run in
 // parallel. Errors are the storage package's sentinels, wrapped.
 package postgres

@@ -308,6 +308,7 @@ type group struct {
 	parts   map[int]partRow
 	streams map[string]storage.StreamInfo
 	keys    map[[2]string]storage.IdempotencyKey
+	topics  map[string]bool
 
 	plans  []*plan // nil for a commit that failed
 	failed []bool  // the commits that failed in the database
@@ -346,24 +347,32 @@ func (g *group) run(ctx context.Context) error {
 	now := fromMicros(g.now)
 	for i, r := range g.calls {
 		if pl := g.plans[i]; pl != nil {
-			r.res, r.err = &storage.CommitResult{Events: pl.events, Now: now}, nil
+			r.res, r.err = &storage.CommitResult{Events: pl.events, Messages: pl.msgs, Now: now}, nil
 		}
 	}
 	return nil
 }
 
 // lock sends the first pipeline: it opens the transaction, locks the
-// group's partition rows and reads the clock, and locks and reads the streams
-// and idempotency keys the group's commits name.
+// group's partition rows and reads the clock, locks and reads the streams
+// and idempotency keys the group's commits name, locks the topics they
+// publish to against deletion, and takes the key locks of the messages
+// they publish (see bus.go).
 func (g *group) lock(ctx context.Context) error {
 	var parts []int32
 	var names []string
 	var scopes, keys []string
+	var topics []string
+	var keyLocks keyLockSet
 	seenKey := make(map[[2]string]bool)
 	for _, r := range g.calls {
 		parts = append(parts, int32(r.p.Partition))
 		for _, a := range r.p.Appends {
 			names = append(names, a.Stream)
+		}
+		for _, m := range r.p.Publishes {
+			topics = append(topics, m.Topic)
+			keyLocks.add(m.Topic, r.p.Partition, m.Key)
 		}
 		for _, k := range r.p.IdempotencyKeys {
 			if id := [2]string{k.Scope, k.Key}; !seenKey[id] {
@@ -376,6 +385,8 @@ func (g *group) lock(ctx context.Context) error {
 	parts = slices.Compact(parts)
 	slices.Sort(names)
 	names = slices.Compact(names)
+	slices.Sort(topics)
+	topics = slices.Compact(topics)
 
 	b := &pgx.Batch{}
 	b.Queue("BEGIN ISOLATION LEVEL READ COMMITTED")
@@ -386,26 +397,30 @@ func (g *group) lock(ctx context.Context) error {
 	if len(keys) > 0 {
 		b.Queue(sqlLockIdempotencyKeys, scopes, keys)
 	}
+	if len(topics) > 0 {
+		b.Queue(sqlLockTopics, topics)
+	}
+	keyLocks.queue(b)
 	br := g.conn.SendBatch(ctx, b)
-	err := g.readLocks(br, len(names) > 0, len(keys) > 0)
+	err := g.readLocks(br, len(names) > 0, len(keys) > 0, len(topics) > 0, keyLocks.len() > 0)
 	if cerr := br.Close(); err == nil {
 		err = cerr
 	}
 	return err
 }
 
-func (g *group) readLocks(br pgx.BatchResults, streams, keys bool) error {
+func (g *group) readLocks(br pgx.BatchResults, streams, keys, topics, keyLocks bool) error {
 	if _, err := br.Exec(); err != nil { // BEGIN
 		return err
 	}
 	var parts []int32
-	var epochs, expires, heads []int64
-	if err := br.QueryRow().Scan(&parts, &epochs, &expires, &heads, &g.now); err != nil {
+	var epochs, expires, heads, msgHeads []int64
+	if err := br.QueryRow().Scan(&parts, &epochs, &expires, &heads, &msgHeads, &g.now); err != nil {
 		return err
 	}
 	g.parts = make(map[int]partRow, len(parts))
 	for i, p := range parts {
-		g.parts[int(p)] = partRow{epoch: epochs[i], expires: expires[i], head: heads[i]}
+		g.parts[int(p)] = partRow{epoch: epochs[i], expires: expires[i], head: heads[i], msgHead: msgHeads[i]}
 	}
 	g.streams = make(map[string]storage.StreamInfo)
 	if streams {
@@ -435,6 +450,29 @@ func (g *group) readLocks(br pgx.BatchResults, streams, keys bool) error {
 			g.keys[[2]string{k.Scope, k.Key}] = k
 		}
 	}
+	g.topics = make(map[string]bool)
+	if topics {
+		rows, err := br.Query()
+		if err != nil {
+			return err
+		}
+		names, err := collect(rows, func(r pgx.Rows) (string, error) {
+			var name string
+			err := r.Scan(&name)
+			return name, err
+		})
+		if err != nil {
+			return err
+		}
+		for _, name := range names {
+			g.topics[name] = true
+		}
+	}
+	if keyLocks {
+		if _, err := br.Exec(); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -443,12 +481,14 @@ func (g *group) readLocks(br pgx.BatchResults, streams, keys bool) error {
 // sets the outcome of each that is refused.
 func (g *group) planAll() {
 	v := &view{
-		heads:   make(map[int]int64, len(g.parts)),
-		streams: make(map[string]storage.StreamInfo, len(g.streams)),
-		keys:    make(map[[2]string]storage.IdempotencyKey, len(g.keys)),
+		heads:    make(map[int]int64, len(g.parts)),
+		msgHeads: make(map[int]int64, len(g.parts)),
+		streams:  make(map[string]storage.StreamInfo, len(g.streams)),
+		keys:     make(map[[2]string]storage.IdempotencyKey, len(g.keys)),
+		topics:   g.topics,
 	}
 	for p, row := range g.parts {
-		v.heads[p] = row.head
+		v.heads[p], v.msgHeads[p] = row.head, row.msgHead
 	}
 	for k, s := range g.streams {
 		v.streams[k] = s
@@ -515,14 +555,14 @@ func (g *group) write(ctx context.Context, from int) (int, error) {
 		}
 	}
 	var parts []int32
-	var heads []int64
+	var heads, msgHeads []int64
 	for p, row := range g.parts {
-		if h := g.v.heads[p]; h != row.head {
-			parts, heads = append(parts, int32(p)), append(heads, h)
+		if h, mh := g.v.heads[p], g.v.msgHeads[p]; h != row.head || mh != row.msgHead {
+			parts, heads, msgHeads = append(parts, int32(p)), append(heads, h), append(msgHeads, mh)
 		}
 	}
 	if len(parts) > 0 {
-		queue(-1, sqlHeadsSet, parts, heads)
+		queue(-1, sqlHeadsSet, parts, heads, msgHeads)
 	}
 	if slices.ContainsFunc(g.plans, func(pl *plan) bool { return pl != nil }) {
 		queue(-1, "COMMIT")

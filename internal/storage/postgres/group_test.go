@@ -28,15 +28,7 @@ func oneWorker(t *testing.T, partitions int) (*postgres.Driver, []int64) {
 	if n := postgres.CommitWorkers(d); n != 1 {
 		t.Fatalf("%d commit workers, want 1", n)
 	}
-	epochs := make([]int64, partitions)
-	for p := range partitions {
-		l, err := d.LeaseAcquire(t.Context(), &storage.LeaseAcquireParams{Partition: p, Owner: "node", TTL: time.Hour})
-		if err != nil {
-			t.Fatal(err)
-		}
-		epochs[p] = l.Epoch
-	}
-	return d, epochs
+	return d, leaseAll(t, d, partitions)
 }
 
 // held lines commits up behind a held worker, so that the next group holds
