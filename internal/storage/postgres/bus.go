@@ -102,20 +102,23 @@ func scanKeyOf(r pgx.Rows) (keyOf, error) {
 }
 
 // sqlUnblockNext unblocks, for each group, partition and key given, the
-// lowest position of its deliveries when none of them is unblocked.
+// lowest position of its deliveries when none of them is unblocked. (The
+// key <> ” beside each comparison of keys lets the planner use the
+// partial indexes on keys.)
 const sqlUnblockNext = `
 UPDATE deliveries d SET blocked = false
-FROM (
-	SELECT DISTINCT ON (x.topic, x.grp, x.partition, x.key) x.topic, x.grp, x.partition, x.key, x.position
-	FROM deliveries x
-	JOIN (SELECT DISTINCT * FROM unnest($1::text[], $2::text[], $3::integer[], $4::text[])) AS u(topic, grp, partition, key)
-		ON x.topic = u.topic AND x.grp = u.grp AND x.partition = u.partition AND x.key = u.key
-	WHERE u.key <> ''
-	ORDER BY x.topic, x.grp, x.partition, x.key, x.position
+FROM (SELECT DISTINCT * FROM unnest($1::text[], $2::text[], $3::integer[], $4::text[])) AS u(topic, grp, partition, key),
+LATERAL (
+	SELECT x.position FROM deliveries x
+	WHERE x.topic = u.topic AND x.grp = u.grp AND x.partition = u.partition AND x.key = u.key AND x.key <> ''
+	ORDER BY x.position
+	LIMIT 1
 ) n
-WHERE d.topic = n.topic AND d.grp = n.grp AND d.partition = n.partition AND d.position = n.position AND d.blocked
+WHERE u.key <> '' AND d.topic = u.topic AND d.grp = u.grp AND d.partition = u.partition AND d.position = n.position
+	AND d.blocked
 	AND NOT EXISTS (SELECT 1 FROM deliveries o
-		WHERE o.topic = n.topic AND o.grp = n.grp AND o.partition = n.partition AND o.key = n.key AND NOT o.blocked)`
+		WHERE o.topic = u.topic AND o.grp = u.grp AND o.partition = u.partition AND o.key = u.key
+			AND o.key <> '' AND NOT o.blocked)`
 
 // unblockNext makes the next delivery of each key claimable once none of
 // the key's deliveries is. It must run, under the keys' locks, in a

@@ -56,7 +56,7 @@ SELECT r.topic, r.grp, r.partition, r.position, r.key, 0, ` + nowSQL + `,
 	r.key <> '' AND (
 		row_number() OVER (PARTITION BY r.partition, r.key ORDER BY r.id) > 1
 		OR EXISTS (SELECT 1 FROM deliveries o
-			WHERE o.topic = r.topic AND o.grp = r.grp AND o.partition = r.partition AND o.key = r.key)),
+			WHERE o.topic = r.topic AND o.grp = r.grp AND o.partition = r.partition AND o.key = r.key AND o.key <> '')),
 	r.history
 FROM r
 ON CONFLICT DO NOTHING`

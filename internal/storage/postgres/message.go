@@ -39,7 +39,7 @@ SELECT g.topic, g.name, $1, u.position, u.key, $2,
 	u.key <> '' AND (
 		row_number() OVER (PARTITION BY g.topic, g.name, u.key ORDER BY u.position) > 1
 		OR EXISTS (SELECT 1 FROM deliveries d
-			WHERE d.topic = g.topic AND d.grp = g.name AND d.partition = $1 AND d.key = u.key))
+			WHERE d.topic = g.topic AND d.grp = g.name AND d.partition = $1 AND d.key = u.key AND d.key <> ''))
 FROM unnest($3::text[], $4::bigint[], $5::text[]) AS u(topic, position, key)
 JOIN consumer_groups g ON g.topic = u.topic`
 
@@ -188,7 +188,7 @@ SELECT m.position, m.key FROM (
 ) m
 WHERE m.published_at < $3
 	OR ($4 AND m.key <> '' AND EXISTS (SELECT 1 FROM messages n
-		WHERE n.topic = $1 AND n.partition = $2 AND n.key = m.key AND n.position > m.position))
+		WHERE n.topic = $1 AND n.partition = $2 AND n.key = m.key AND n.key <> '' AND n.position > m.position))
 	OR m.newer_bytes > $5
 ORDER BY m.position
 LIMIT $6`
@@ -199,7 +199,7 @@ const sqlSweepTombstones = `
 SELECT m.position, m.key FROM messages m
 WHERE m.topic = $1 AND m.partition = $2 AND m.tombstone AND m.key <> '' AND m.published_at < $3
 	AND NOT EXISTS (SELECT 1 FROM messages n
-		WHERE n.topic = $1 AND n.partition = $2 AND n.key = m.key AND n.position < m.position)
+		WHERE n.topic = $1 AND n.partition = $2 AND n.key = m.key AND n.key <> '' AND n.position < m.position)
 ORDER BY m.position
 LIMIT $4`
 

@@ -63,6 +63,8 @@ CREATE TABLE deliveries (
 );
 CREATE INDEX deliveries_claim_idx ON deliveries (topic, grp, visible_at, partition, position) WHERE NOT blocked;
 CREATE INDEX deliveries_key_idx ON deliveries (topic, grp, partition, key, position) WHERE key <> '';
+-- The one unblocked delivery of each key, found without scanning its backlog.
+CREATE INDEX deliveries_unblocked_key_idx ON deliveries (topic, grp, partition, key) WHERE NOT blocked AND key <> '';
 CREATE INDEX deliveries_message_idx ON deliveries (partition, position);
 
 -- A dead letter keeps a copy of its message, which retention may delete.
