@@ -103,8 +103,8 @@ func scanKeyOf(r pgx.Rows) (keyOf, error) {
 
 // sqlUnblockNext unblocks, for each group, partition and key given, the
 // lowest position of its deliveries when none of them is unblocked. (The
-// key <> ” beside each comparison of keys lets the planner use the
-// partial indexes on keys.)
+// test that a key is not empty, beside each comparison of keys, lets the
+// planner use the partial indexes on keys.)
 const sqlUnblockNext = `
 UPDATE deliveries d SET blocked = false
 FROM (SELECT DISTINCT * FROM unnest($1::text[], $2::text[], $3::integer[], $4::text[])) AS u(topic, grp, partition, key),
