@@ -76,16 +76,12 @@ func RunBus(ctx context.Context, cfg BusConfig) (*BusResult, error) {
 		return nil, err
 	}
 	defer cleanup()
-	bs, ok := store.(bus.Store)
-	if !ok {
-		return nil, fmt.Errorf("bench: the %s store has no bus", sc.Store)
-	}
 	var b *bus.Bus
 	eng, err := engine.New(engine.Config{Store: store, Logger: sc.Logger, OnPublish: func(t string) { b.Notify(t) }})
 	if err != nil {
 		return nil, err
 	}
-	b, err = bus.New(bus.Config{Store: bs, Publisher: eng, Logger: sc.Logger})
+	b, err = bus.New(bus.Config{Store: store, Publisher: eng, Logger: sc.Logger})
 	if err != nil {
 		return nil, err
 	}

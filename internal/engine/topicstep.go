@@ -90,13 +90,9 @@ func (c *topicCache) exists(topic string) (bool, error) {
 	if ok && time.Since(at) < topicCacheTTL {
 		return true, nil
 	}
-	bs, isBus := c.store.(storage.BusStore)
-	if !isBus {
-		return false, errors.New("the store has no event bus")
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
 	defer cancel()
-	_, err := bs.TopicGet(ctx, topic)
+	_, err := c.store.TopicGet(ctx, topic)
 	if errors.Is(err, storage.ErrNotFound) {
 		return false, nil
 	}

@@ -101,11 +101,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	busStore, ok := store.(bus.Store)
-	if !ok {
-		return fmt.Errorf("the %s backend has no event bus", info.Backend)
-	}
-	b, err = bus.New(bus.Config{Store: busStore, Publisher: eng, Sagas: eng, Webhooks: push, CheckURL: push.CheckURL,
+	b, err = bus.New(bus.Config{Store: store, Publisher: eng, Sagas: eng, Webhooks: push, CheckURL: push.CheckURL,
 		StallAfter: cfg.BusStallAfter, Logger: log, Registerer: reg})
 	if err != nil {
 		return err

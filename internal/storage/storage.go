@@ -141,6 +141,9 @@ type Driver interface {
 	// SagaDeleteEnded deletes up to params.Limit sagas that ended before
 	// params.EndedBefore, with their streams' events, and returns how many.
 	SagaDeleteEnded(ctx context.Context, params *SagaDeleteEndedParams) (int, error)
+
+	// BusStore is the event bus's part of the store (bus.go).
+	BusStore
 }
 
 // Info describes an open store.

@@ -17,15 +17,10 @@ type busStore struct {
 	*store
 }
 
-// openBus returns a fresh store; it skips the test if the backend has no
-// bus yet.
+// openBus returns a fresh store.
 func openBus(t *testing.T, h Harness, partitions int) *busStore {
 	t.Helper()
-	s := open(t, h, partitions)
-	if _, ok := any(s.d).(storage.BusStore); !ok {
-		t.Skip("backend does not implement storage.BusStore yet")
-	}
-	return &busStore{s}
+	return &busStore{open(t, h, partitions)}
 }
 
 // openGroups returns a fresh store with topic and, on it, groups started
@@ -41,7 +36,7 @@ func openGroups(t *testing.T, h Harness, partitions int, topic string, groups ..
 }
 
 // b is the bus of the current driver (Reopen replaces it).
-func (s *busStore) b() storage.BusStore { return s.d.(storage.BusStore) }
+func (s *busStore) b() storage.BusStore { return s.d }
 
 func (s *busStore) topic(name string) {
 	s.t.Helper()
