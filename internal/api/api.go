@@ -53,9 +53,10 @@ type Config struct {
 	// beyond it a request is refused at once with 503 overloaded. Default
 	// 1024.
 	MaxInFlight int
-	// MaxLongPolls caps the long polls (task polls, saga waits and watches)
-	// open at once, beyond which they are refused like MaxInFlight. They
-	// have their own cap as each holds its slot for up to a minute.
+	// MaxLongPolls caps the long polls (task polls, saga waits, watches and
+	// bus receives) open at once, beyond which they are refused like
+	// MaxInFlight. They have their own cap as each holds its slot for up
+	// to a minute.
 	// Default 4096.
 	MaxLongPolls int
 	// RequestTimeout bounds a /v1 request other than a long poll. Default
@@ -123,6 +124,9 @@ func New(cfg Config) http.Handler {
 		s.registerWatch()
 		s.registerTasks()
 		s.registerSystem()
+		if cfg.Bus != nil {
+			s.registerBus()
+		}
 	}
 	return &handler{Handler: s.middleware(s.routeProblems(s.mux)), s: s}
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/accord-saga/accord/internal/bus"
 )
 
 // The fuzz targets drive the real handlers, engine and SQLite store with
@@ -206,5 +208,157 @@ func FuzzCancelSaga(f *testing.F) {
 		}
 		path := "/v1/sagas/" + url.PathEscape(id) + "/" + op
 		fuzzRequest(t, b.handler, newRequest(http.MethodPost, path, body, "Content-Type", "application/json"), 5*time.Second)
+	})
+}
+
+// busFuzzBundle serves topic "t" with group "g" (and one message in it, so
+// that receives and acks have something to claim).
+func busFuzzBundle(f *testing.F) *testBundle {
+	b := fuzzBundle(f)
+	ctx := context.Background()
+	if _, _, err := b.bus.PutTopic(ctx, "t", bus.TopicConfig{}); err != nil {
+		f.Fatal(err)
+	}
+	if _, _, err := b.bus.CreateGroup(ctx, "t", "g", bus.GroupConfig{}, bus.GroupStart{}); err != nil {
+		f.Fatal(err)
+	}
+	if _, err := b.bus.Publish(ctx, "t", []bus.Message{{Key: "k", Payload: []byte(`{"n":1}`)}}); err != nil {
+		f.Fatal(err)
+	}
+	return b
+}
+
+func FuzzBusPublish(f *testing.F) {
+	b := busFuzzBundle(f)
+	for _, seed := range []struct{ topic, body string }{
+		{"t", `{"messages": [{"key": "k", "payload": {"n": 2}, "headers": {"type": "x"}, "correlation_id": "c"}]}`},
+		{"t", `{"messages": [{"idempotency_key": "i", "payload": 1}, {"idempotency_key": "i", "payload": 2}]}`},
+		{"t", `{"messages": [{"key": "k", "tombstone": true}, {"key": "k", "tombstone": true, "payload": 1}]}`},
+		{"t", `{"messages": [{"ttl": "1s"}, {"ttl": "-1s"}, {"ttl": "9999999h"}, {"ttl": "x"}]}`},
+		{"t", `{"messages": [{"id": "", "payload": null}]}`},
+		{"t", `{"messages": [{"headers": {"": "v"}}]}`},
+		{"t", `{"messages": []}`},
+		{"t", `{"messages": null}`},
+		{"t", `{"messages": [{"payload": 1e999}]}`},
+		{"t", `[]`},
+		{"no-such", `{"messages": [{"payload": 1}]}`},
+		{"", `{"messages": [{"payload": 1}]}`},
+		{"-x", `{"messages": [{"payload": 1}]}`},
+		{strings.Repeat("t", 200), `{"messages": [{"payload": 1}]}`},
+	} {
+		f.Add(seed.topic, []byte(seed.body))
+	}
+	f.Fuzz(func(t *testing.T, topic string, body []byte) {
+		path := "/v1/topics/" + url.PathEscape(topic) + "/messages"
+		fuzzRequest(t, b.handler, newRequest(http.MethodPost, path, body, "Content-Type", "application/json"), 5*time.Second)
+	})
+}
+
+func FuzzBusReceive(f *testing.F) {
+	b := busFuzzBundle(f)
+	for _, seed := range []struct{ group, body string }{
+		{"g", `{"max": 3, "wait": "10ms", "visibility": "1s"}`},
+		{"g", `{"max": 1000, "visibility": "12h"}`},
+		{"g", `{"visibility": "12h1s"}`},
+		{"g", `{"wait": "9223372036854775807ns"}`},
+		{"g", `{"max": 0}`},
+		{"g", `{"max": -1}`},
+		{"g", `{"max": 1.5}`},
+		{"g", ``},
+		{"g", `null`},
+		{"nope", `{}`},
+		{"", `{}`},
+		{strings.Repeat("g", 300), `{}`},
+	} {
+		f.Add(seed.group, []byte(seed.body))
+	}
+	f.Fuzz(func(t *testing.T, group string, body []byte) {
+		path := "/v1/topics/t/groups/" + url.PathEscape(group) + "/receive"
+		fuzzRequest(t, b.handler, newRequest(http.MethodPost, path, body, "Content-Type", "application/json"), 200*time.Millisecond)
+	})
+}
+
+func FuzzBusAck(f *testing.F) {
+	b := busFuzzBundle(f)
+	for _, seed := range []struct{ op, body string }{
+		{"ack", `{"receipts": ["0.1.tok", "x", "", "1.99999999999999999999.t", "-1.1.t", "3.1."]}`},
+		{"ack", `{"receipts": []}`},
+		{"ack", `{"receipts": [1]}`},
+		{"nack", `{"receipt": "0.1.tok", "reason": "r", "delay": "1s"}`},
+		{"nack", `{"receipt": "0.1.tok", "dead_letter": true}`},
+		{"nack", `{"receipt": "0.1.tok", "delay": "-1s"}`},
+		{"nack", `{"receipt": "0.1.tok", "delay": "13h"}`},
+		{"nack", `{"receipt": "."}`},
+		{"heartbeat", `{"receipt": "0.1.tok", "extend": "1m"}`},
+		{"heartbeat", `{"receipt": "0.1.tok", "extend": "0s"}`},
+		{"heartbeat", `{"receipt": ""}`},
+		{"replay", `{"ids": [1, 2]}`},
+		{"replay", `{"all": true}`},
+		{"purge", `{"ids": [-1]}`},
+		{"purge", `{}`},
+	} {
+		f.Add(seed.op, []byte(seed.body))
+	}
+	f.Fuzz(func(t *testing.T, op string, body []byte) {
+		path := "/v1/topics/t/groups/g/"
+		switch op {
+		case "replay", "purge":
+			path += "dead-letters/" + op
+		default:
+			path += url.PathEscape(op)
+		}
+		fuzzRequest(t, b.handler, newRequest(http.MethodPost, path, body, "Content-Type", "application/json"), 5*time.Second)
+	})
+}
+
+func FuzzBusGroup(f *testing.F) {
+	b := busFuzzBundle(f)
+	for _, seed := range []struct{ group, body string }{
+		{"g2", `{"start": "beginning", "max_deliveries": 3, "ack_timeout": "10s", "backoff": {"initial": "1s", "max": "1m"}}`},
+		{"g2", `{"start": "time", "start_at": "2024-01-01T00:00:00Z"}`},
+		{"g2", `{"start": "time"}`},
+		{"g2", `{"start": "time", "start_at": "0000-01-01T00:00:00Z"}`},
+		{"g2", `{"webhook": {"url": "http://127.0.0.1:1/hook", "timeout": "1s", "concurrency": 2}}`},
+		{"g2", `{"webhook": {"url": "::"}, "start_saga": {"definition": "order"}}`},
+		{"g2", `{"start_saga": {"definition": "order", "version": -1}}`},
+		{"g2", `{"ack_timeout": "1ns"}`},
+		{"g2", `{"backoff": {"initial": "1h", "max": "1s"}}`},
+		{"g2", `{"max_deliveries": 100000}`},
+		{"g", `{"ack_timeout": "1m"}`},
+		{"", `{}`},
+		{".x", `{}`},
+	} {
+		f.Add(seed.group, []byte(seed.body), false)
+	}
+	f.Add("g", []byte(nil), true)
+	f.Fuzz(func(t *testing.T, group string, body []byte, del bool) {
+		method := http.MethodPut
+		if del {
+			method = http.MethodDelete
+		}
+		path := "/v1/topics/t/groups/" + url.PathEscape(group)
+		fuzzRequest(t, b.handler, newRequest(method, path, body, "Content-Type", "application/json"), 5*time.Second)
+	})
+}
+
+func FuzzBusTopic(f *testing.F) {
+	b := busFuzzBundle(f)
+	for _, seed := range []struct{ topic, body string }{
+		{"t2", `{"default_ttl": "1h", "retention_age": "24h", "retention_bytes": 1000, "compact": true, "tombstone_retention": "1h", "dedup_window": "5m", "max_deliveries": 3}`},
+		{"t2", `{"keep_forever": true}`},
+		{"t2", `{"keep_forever": true, "retention_age": "1h"}`},
+		{"t2", `{"retention_bytes": -1}`},
+		{"t2", `{"dedup_window": "8761h"}`},
+		{"t2", `{"default_ttl": 5}`},
+		{"t2", ``},
+		{"t", `{}`},
+		{"", `{}`},
+		{strings.Repeat("t", 129), `{}`},
+	} {
+		f.Add(seed.topic, []byte(seed.body))
+	}
+	f.Fuzz(func(t *testing.T, topic string, body []byte) {
+		path := "/v1/topics/" + url.PathEscape(topic)
+		fuzzRequest(t, b.handler, newRequest(http.MethodPut, path, body, "Content-Type", "application/json"), 5*time.Second)
 	})
 }

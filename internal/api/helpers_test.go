@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/accord-saga/accord/internal/api"
+	"github.com/accord-saga/accord/internal/bus"
 	"github.com/accord-saga/accord/internal/engine"
 	"github.com/accord-saga/accord/internal/storage"
 	"github.com/accord-saga/accord/internal/storage/sqlite"
@@ -22,6 +23,7 @@ import (
 // testBundle is what a test gets from setup.
 type testBundle struct {
 	eng     *engine.Engine
+	bus     *bus.Bus
 	store   storage.Driver
 	handler http.Handler
 	srv     *httptest.Server
@@ -31,6 +33,16 @@ type setupOpts struct {
 	apiConfig func(*api.Config)
 	// wrapStore, if set, wraps the store the engine and the API use.
 	wrapStore func(storage.Driver) storage.Driver
+	// stallAfter is the bus's StallAfter (default its own).
+	stallAfter time.Duration
+}
+
+// opts0 returns the first options, or none.
+func opts0(opts []setupOpts) setupOpts {
+	if len(opts) == 0 {
+		return setupOpts{}
+	}
+	return opts[0]
 }
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -51,24 +63,48 @@ func setup(t testing.TB, opts ...setupOpts) *testBundle {
 			store = o.wrapStore(store)
 		}
 	}
+	// The engine wakes the bus's waiting receivers after a publish.
+	var b *bus.Bus
 	eng, err := engine.New(engine.Config{
 		Store: store, Logger: quietLogger(), LeaseTTL: 2 * time.Second,
-		TaskPollInterval: 20 * time.Millisecond,
+		TaskPollInterval: 20 * time.Millisecond, OnPublish: func(topic string) {
+			if b != nil {
+				b.Notify(topic)
+			}
+		},
 	})
 	if err != nil {
 		t.Fatalf("new engine: %v", err)
 	}
+	// A wrapped store that hides the bus's methods serves no bus.
+	if busStore, ok := store.(bus.Store); ok {
+		b, err = bus.New(bus.Config{Store: busStore, Publisher: eng, Sagas: eng, Logger: quietLogger(),
+			PollInterval: 20 * time.Millisecond, StallAfter: opts0(opts).stallAfter})
+		if err != nil {
+			t.Fatalf("new bus: %v", err)
+		}
+	}
 	if err := eng.Start(ctx); err != nil {
 		t.Fatalf("start engine: %v", err)
+	}
+	if b != nil {
+		if err := b.Start(ctx); err != nil {
+			t.Fatalf("start bus: %v", err)
+		}
 	}
 	t.Cleanup(func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
+		if b != nil {
+			if err := b.Stop(sctx); err != nil {
+				t.Errorf("stop bus: %v", err)
+			}
+		}
 		if err := eng.Stop(sctx); err != nil {
 			t.Errorf("stop engine: %v", err)
 		}
 	})
-	cfg := api.Config{Engine: eng, Store: store, Logger: quietLogger()}
+	cfg := api.Config{Engine: eng, Bus: b, Store: store, Logger: quietLogger()}
 	for _, o := range opts {
 		if o.apiConfig != nil {
 			o.apiConfig(&cfg)
@@ -77,7 +113,7 @@ func setup(t testing.TB, opts ...setupOpts) *testBundle {
 	h := api.New(cfg)
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return &testBundle{eng: eng, store: store, handler: h, srv: srv}
+	return &testBundle{eng: eng, bus: b, store: store, handler: h, srv: srv}
 }
 
 // response is a finished HTTP exchange.

@@ -75,7 +75,8 @@ func (s *server) middleware(next http.Handler) http.Handler {
 // requests have their own in-flight cap and bound their own duration.
 func isLongPoll(r *http.Request) bool {
 	p := r.URL.Path
-	return strings.HasSuffix(p, "/tasks:poll") || strings.HasSuffix(p, "/wait") || strings.HasSuffix(p, "/watch")
+	return strings.HasSuffix(p, "/tasks:poll") || strings.HasSuffix(p, "/wait") || strings.HasSuffix(p, "/watch") ||
+		(strings.HasPrefix(p, "/v1/topics/") && strings.HasSuffix(p, "/receive"))
 }
 
 // routeProblems answers requests that match no route with a problem rather

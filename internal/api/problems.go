@@ -68,6 +68,16 @@ const (
 	// TypeUnavailable: storage or the engine cannot serve now (outage,
 	// shutdown, timeout); retry after Retry-After.
 	TypeUnavailable = problemBase + "unavailable"
+	// TypeTopicNotFound: the event bus topic the path names does not exist.
+	TypeTopicNotFound = problemBase + "topic-not-found"
+	// TypeGroupNotFound: the consumer group the path names does not exist.
+	TypeGroupNotFound = problemBase + "group-not-found"
+	// TypeGroupExists: the consumer group exists with another
+	// configuration.
+	TypeGroupExists = problemBase + "group-exists"
+	// TypeReceiptLost: a received message's claim is gone (acked, expired
+	// and handed out again, or the message was deleted); drop the work.
+	TypeReceiptLost = problemBase + "receipt-lost"
 	// TypeInternal: a bug. Never caused by client input.
 	TypeInternal = problemBase + "internal"
 )
