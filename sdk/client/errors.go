@@ -28,6 +28,10 @@ const (
 	ProblemNotOwner             = "urn:accord:problem:not-owner"
 	ProblemUnavailable          = "urn:accord:problem:unavailable"
 	ProblemInternal             = "urn:accord:problem:internal"
+	ProblemTopicNotFound        = "urn:accord:problem:topic-not-found"
+	ProblemGroupNotFound        = "urn:accord:problem:group-not-found"
+	ProblemGroupExists          = "urn:accord:problem:group-exists"
+	ProblemReceiptLost          = "urn:accord:problem:receipt-lost"
 )
 
 // Error is an error answer of the server: its RFC 9457 problem document.
@@ -76,13 +80,15 @@ var (
 	ErrNotFound           = errors.New("accord: not found")
 	ErrConflict           = errors.New("accord: conflict")
 	ErrClaimLost          = errors.New("accord: task claim lost")
+	ErrReceiptLost        = errors.New("accord: message receipt lost")
 	ErrInvalid            = errors.New("accord: invalid request")
 	ErrPreconditionFailed = errors.New("accord: precondition failed")
 	ErrUnavailable        = errors.New("accord: server unavailable")
 )
 
 // Is matches the sentinel of the error's kind: ErrNotFound (404),
-// ErrConflict (409, claim-lost included), ErrClaimLost, ErrInvalid (400,
+// ErrConflict (409, claim-lost and receipt-lost included), ErrClaimLost,
+// ErrReceiptLost, ErrInvalid (400,
 // 413, 415, 422), ErrPreconditionFailed (412), ErrUnavailable (5xx).
 func (e *Error) Is(target error) bool {
 	switch target {
@@ -92,6 +98,8 @@ func (e *Error) Is(target error) bool {
 		return e.Status == http.StatusConflict
 	case ErrClaimLost:
 		return e.Type == ProblemClaimLost
+	case ErrReceiptLost:
+		return e.Type == ProblemReceiptLost
 	case ErrInvalid:
 		switch e.Status {
 		case http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusUnsupportedMediaType, http.StatusUnprocessableEntity:
@@ -127,6 +135,10 @@ func IsConflict(err error) bool { return errors.Is(err, ErrConflict) }
 // IsClaimLost reports that a task's claim expired and another worker holds
 // it: drop the result.
 func IsClaimLost(err error) bool { return errors.Is(err, ErrClaimLost) }
+
+// IsReceiptLost reports that a received message's claim is gone (acked,
+// expired and handed to another consumer, or deleted): drop the work.
+func IsReceiptLost(err error) bool { return errors.Is(err, ErrReceiptLost) }
 
 // IsInvalid reports that the request itself was refused (malformed, invalid
 // fields, too large); the Errors of the *Error name the fields.

@@ -193,18 +193,23 @@ func (c *Client) CompleteBatch(ctx context.Context, results []TaskResult) ([]Bat
 	for i, r := range out.Results {
 		st[i].TaskID = r.TaskID
 		if r.Status >= 300 {
-			p := r.Problem
-			if p == nil {
-				p = &Error{Type: "about:blank"}
-			}
-			p.Status = r.Status
-			if p.Title == "" {
-				p.Title = http.StatusText(r.Status)
-			}
-			st[i].Err = p
+			st[i].Err = itemError(r.Status, r.Problem)
 		}
 	}
 	return st, nil
+}
+
+// itemError is the error of one item of a batch answer: its problem, with
+// the item's status.
+func itemError(status int, p *Error) *Error {
+	if p == nil {
+		p = &Error{Type: "about:blank"}
+	}
+	p.Status = status
+	if p.Title == "" {
+		p.Title = http.StatusText(status)
+	}
+	return p
 }
 
 // Heartbeat extends a task's claim to visibility from now. IsClaimLost: the

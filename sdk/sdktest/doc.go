@@ -10,6 +10,6 @@
 // would report.
 //
 // Workers and clients end to end: NewServer runs a real Accord server — the
-// engine on a temporary embedded store, behind the HTTP API — in the test
-// process, and stops it when the test ends.
+// engine and the event bus on a temporary embedded store, behind the HTTP
+// API — in the test process, and stops it when the test ends.
 package sdktest

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/accord-saga/accord/internal/api"
+	"github.com/accord-saga/accord/internal/bus"
 	"github.com/accord-saga/accord/internal/engine"
 	"github.com/accord-saga/accord/internal/storage/sqlite"
 	"github.com/accord-saga/accord/sdk/client"
@@ -67,21 +68,34 @@ func NewServer(t testing.TB) *Server {
 	}
 	t.Cleanup(func() { _ = store.Close() })
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	eng, err := engine.New(engine.Config{Store: store, Logger: quiet, TaskPollInterval: 20 * time.Millisecond})
+	// The engine wakes the bus's waiting receivers after a publish.
+	var b *bus.Bus
+	eng, err := engine.New(engine.Config{Store: store, Logger: quiet, TaskPollInterval: 20 * time.Millisecond,
+		OnPublish: func(topic string) { b.Notify(topic) }})
 	if err != nil {
 		t.Fatalf("sdktest: engine: %v", err)
+	}
+	b, err = bus.New(bus.Config{Store: store, Publisher: eng, Sagas: eng, Logger: quiet, PollInterval: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("sdktest: bus: %v", err)
 	}
 	if err := eng.Start(ctx); err != nil {
 		t.Fatalf("sdktest: start engine: %v", err)
 	}
+	if err := b.Start(ctx); err != nil {
+		t.Fatalf("sdktest: start bus: %v", err)
+	}
 	t.Cleanup(func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
+		if err := b.Stop(sctx); err != nil {
+			t.Errorf("sdktest: stop bus: %v", err)
+		}
 		if err := eng.Stop(sctx); err != nil {
 			t.Errorf("sdktest: stop engine: %v", err)
 		}
 	})
-	srv := httptest.NewServer(api.New(api.Config{Engine: eng, Store: store, Logger: quiet}))
+	srv := httptest.NewServer(api.New(api.Config{Engine: eng, Bus: b, Store: store, Logger: quiet}))
 	t.Cleanup(srv.Close)
 	c, err := client.New(srv.URL, client.WithHTTPClient(srv.Client()))
 	if err != nil {
