@@ -189,5 +189,6 @@ func orDash(s string) string {
 
 // newClientCommands returns the commands that call a server.
 func newClientCommands() []*cobra.Command {
-	return []*cobra.Command{newDefinitionCommand(), newSagaCommand()}
+	return []*cobra.Command{newDefinitionCommand(), newSagaCommand(),
+		newTopicCommand(), newGroupCommand(), newDLQCommand(), newTraceCommand(), newStalledCommand()}
 }

@@ -19,11 +19,17 @@ import (
 // the exit code main would use and what the command printed.
 func cli(t *testing.T, server string, args ...string) (int, string) {
 	t.Helper()
+	return cliIn(t, server, "", args...)
+}
+
+// cliIn is cli with stdin as the command's standard input.
+func cliIn(t *testing.T, server, stdin string, args ...string) (int, string) {
+	t.Helper()
 	root := newRootCommand()
 	var out bytes.Buffer
 	root.SetOut(&out)
 	root.SetErr(&out)
-	root.SetIn(strings.NewReader(""))
+	root.SetIn(strings.NewReader(stdin))
 	root.SetArgs(append(args, "--server", server))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -411,6 +411,53 @@ func topicPath(topic string, rest ...string) string {
 	return p
 }
 
+// MarshalJSON writes a topic as the server does, durations as Go duration
+// strings.
+func (t Topic) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		topicWire
+		Created bool `json:"created"`
+	}{topicWire{Name: t.Name, Config: t.Config.wire(), Effective: t.Effective.wire(), CreatedAt: t.CreatedAt, UpdatedAt: t.UpdatedAt}, t.Created})
+}
+
+// MarshalJSON writes a group as the server does, durations as Go duration
+// strings.
+func (g Group) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		groupWire
+		Created bool `json:"created"`
+	}{groupWire{Topic: g.Topic, Name: g.Name, Config: g.Config.wire(), Effective: g.Effective.wire(), CreatedAt: g.CreatedAt,
+		Partitions: g.Partitions}, g.Created})
+}
+
+// UnmarshalJSON reads a topic as MarshalJSON writes it.
+func (t *Topic) UnmarshalJSON(b []byte) error {
+	var w struct {
+		topicWire
+		Created bool `json:"created"`
+	}
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
+	}
+	*t = w.topic()
+	t.Created = w.Created
+	return nil
+}
+
+// UnmarshalJSON reads a group as MarshalJSON writes it.
+func (g *Group) UnmarshalJSON(b []byte) error {
+	var w struct {
+		groupWire
+		Created bool `json:"created"`
+	}
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
+	}
+	*g = w.group()
+	g.Created = w.Created
+	return nil
+}
+
 func groupPath(topic, group string, rest ...string) string {
 	return topicPath(topic, append([]string{"groups", url.PathEscape(group)}, rest...)...)
 }
