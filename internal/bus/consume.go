@@ -31,7 +31,7 @@ type Delivery struct {
 // Attempt is one failed delivery in a message's history.
 type Attempt struct {
 	Attempt int       `json:"attempt"`
-	At      time.Time `json:"at"`
+	At      time.Time `json:"at,omitzero"`
 	// Outcome is "nack" (the consumer said so) or "expired" (no answer
 	// before the ack timeout: the consumer died or was too slow).
 	Outcome string `json:"outcome"`
