@@ -14,8 +14,10 @@
 //     saga log read through the API.
 //
 // The scenarios are tests of this package: T1 (crash loop), T6 (failing
-// participant), T6-link (faults on the participant's link) and T3 (commits
-// cut on the link to PostgreSQL). Each runs a short version in every
+// participant), T6-link (faults on the participant's link), T3 (commits
+// cut on the link to PostgreSQL), T7 (timers across restarts, and a
+// deleted task row repaired by the reconciler) and T8 (PostgreSQL stopped
+// under load; SQLite on a full disk). Each runs a short version in every
 // `go test` and a full version when ACCORD_CHAOS_FULL=1 is set; each prints
 // one figure line with the seed that replays it (ACCORD_CHAOS_SEED).
 // docs/reliability.md lists them with their figures.
