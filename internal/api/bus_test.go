@@ -410,3 +410,23 @@ func TestBusBadInput(t *testing.T) {
 		})
 	}
 }
+
+// TestBusReceiveIsLongPoll: a receive may wait longer than the request
+// timeout of ordinary requests, and counts against the long-poll cap.
+func TestBusReceiveIsLongPoll(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{apiConfig: func(c *api.Config) { c.RequestTimeout = 50 * time.Millisecond; c.MaxLongPolls = 1 }})
+	b.busTopic(t, "t", "g", nil)
+	began := time.Now()
+	done := make(chan []api.Delivery, 1)
+	go func() { done <- b.receive(t, "t", "g", map[string]any{"wait": "400ms"}) }()
+	time.Sleep(100 * time.Millisecond)
+	// The one long-poll slot is taken: a second receive is refused at once.
+	p := b.do(t, http.MethodPost, "/v1/topics/t/groups/g/receive", map[string]any{"wait": "1s"}).problem(t)
+	if p.Status != http.StatusServiceUnavailable || p.Type != api.TypeOverloaded {
+		t.Fatalf("second receive: %+v", p)
+	}
+	if ds := <-done; len(ds) != 0 || time.Since(began) < 400*time.Millisecond {
+		t.Fatalf("receive answered %+v after %s", ds, time.Since(began))
+	}
+}
