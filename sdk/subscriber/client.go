@@ -84,3 +84,11 @@ func (s *clientSource) nack(ctx context.Context, m *Message, reason string, dela
 func (s *clientSource) heartbeat(ctx context.Context, m *Message, extend time.Duration) error {
 	return lost(s.c.HeartbeatMessage(ctx, s.topic, s.group, m.receipt, extend))
 }
+
+func (s *clientSource) ackTimeout(ctx context.Context) (time.Duration, error) {
+	g, err := s.c.GetGroup(ctx, s.topic, s.group)
+	if err != nil {
+		return 0, err
+	}
+	return g.Effective.AckTimeout, nil
+}

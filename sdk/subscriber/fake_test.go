@@ -94,3 +94,5 @@ func (f *fakeSource) heartbeat(_ context.Context, m *Message, _ time.Duration) e
 	f.hbNotify <- m.ID
 	return err
 }
+
+func (f *fakeSource) ackTimeout(context.Context) (time.Duration, error) { return 30 * time.Second, nil }

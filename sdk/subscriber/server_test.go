@@ -137,8 +137,8 @@ func TestAgainstServer(t *testing.T) {
 }
 
 // A handler that runs much longer than the group's ack timeout keeps its
-// message: the subscriber's heartbeats extend the claim, so the message
-// is handled once.
+// message: the subscriber's heartbeats (by default every third of the
+// group's ack timeout) extend the claim, so the message is handled once.
 func TestHeartbeatKeepsLongHandlersClaim(t *testing.T) {
 	c, ctx := setup(t, "slow", "workers", client.GroupConfig{AckTimeout: 200 * time.Millisecond})
 	var mu sync.Mutex
@@ -156,7 +156,7 @@ func TestHeartbeatKeepsLongHandlersClaim(t *testing.T) {
 		}
 		done <- struct{}{}
 		return nil
-	}, subscriber.Options{Concurrency: 2, Wait: time.Second, Visibility: 200 * time.Millisecond, HeartbeatEvery: 50 * time.Millisecond})
+	}, subscriber.Options{Concurrency: 2, Wait: time.Second})
 	startSub(t, s)
 	if _, err := c.Publish(ctx, "slow", client.Message{Payload: "x"}); err != nil {
 		t.Fatal(err)
@@ -189,5 +189,16 @@ func TestHeartbeatKeepsLongHandlersClaim(t *testing.T) {
 	defer mu.Unlock()
 	if fmt.Sprint(attempts) != "[1]" {
 		t.Fatalf("attempts %v, want one delivery", attempts)
+	}
+}
+
+func TestStartNeedsTheGroup(t *testing.T) {
+	c, ctx := setup(t, "jobs", "workers", client.GroupConfig{})
+	s := subscriber.New(c, "jobs", "nobody", func(context.Context, *subscriber.Message) error { return nil }, subscriber.Options{})
+	if err := s.Start(ctx); !errors.Is(err, client.ErrNotFound) {
+		t.Fatalf("Start = %v, want not found", err)
+	}
+	if err := s.Stop(ctx); err != nil {
+		t.Fatalf("Stop of an unstarted subscriber: %v", err)
 	}
 }

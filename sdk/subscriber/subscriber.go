@@ -22,7 +22,7 @@ type Options struct {
 	// ready (at most 60s). Default 20s.
 	Wait time.Duration
 	// Visibility is how long a received message stays claimed without a
-	// heartbeat. Default 30s.
+	// heartbeat. Default: the group's ack timeout, which Start reads.
 	Visibility time.Duration
 	// HeartbeatEvery is how often a running handler's claim is extended
 	// by Visibility. Default Visibility/3.
@@ -38,7 +38,6 @@ type Options struct {
 const (
 	DefaultConcurrency = 10
 	DefaultWait        = 20 * time.Second
-	DefaultVisibility  = 30 * time.Second
 	// MaxReason bounds the nack reason taken from a handler's error.
 	MaxReason = 1024
 )
@@ -58,6 +57,9 @@ type source interface {
 	ack(ctx context.Context, m *Message) error
 	nack(ctx context.Context, m *Message, reason string, delay time.Duration, deadLetter bool) error
 	heartbeat(ctx context.Context, m *Message, extend time.Duration) error
+	// ackTimeout returns the group's effective ack timeout; it fails if
+	// the group does not exist.
+	ackTimeout(ctx context.Context) (time.Duration, error)
 }
 
 // Subscriber consumes a topic's messages as a member of a consumer group.
@@ -83,8 +85,8 @@ func newSubscriber(src source, topic, group string, h Handler, opts Options) *Su
 	opts.Concurrency = cmp.Or(max(opts.Concurrency, 0), DefaultConcurrency)
 	opts.Max = min(cmp.Or(max(opts.Max, 0), opts.Concurrency), opts.Concurrency)
 	opts.Wait = min(cmp.Or(max(opts.Wait, 0), DefaultWait), time.Minute)
-	opts.Visibility = cmp.Or(max(opts.Visibility, 0), DefaultVisibility)
-	opts.HeartbeatEvery = cmp.Or(max(opts.HeartbeatEvery, 0), opts.Visibility/3)
+	opts.Visibility = max(opts.Visibility, 0)
+	opts.HeartbeatEvery = max(opts.HeartbeatEvery, 0)
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -99,7 +101,8 @@ func newSubscriber(src source, topic, group string, h Handler, opts Options) *Su
 // waiting for them.
 var errStopped = errors.New("subscriber: stopped before the handler finished")
 
-// Start starts receiving and handling messages. Handlers' contexts derive
+// Start reads the group's configuration (failing if it does not exist)
+// and starts receiving and handling messages. Handlers' contexts derive
 // from ctx's values but not its cancellation: Stop ends them.
 func (s *Subscriber) Start(ctx context.Context) error {
 	s.mu.Lock()
@@ -107,6 +110,14 @@ func (s *Subscriber) Start(ctx context.Context) error {
 	if s.started {
 		return errors.New("subscriber: started twice")
 	}
+	if s.opts.Visibility == 0 {
+		d, err := s.src.ackTimeout(ctx)
+		if err != nil {
+			return fmt.Errorf("subscriber: group %s of topic %s: %w", s.group, s.topic, err)
+		}
+		s.opts.Visibility = d
+	}
+	s.opts.HeartbeatEvery = cmp.Or(s.opts.HeartbeatEvery, s.opts.Visibility/3)
 	s.started = true
 	recvCtx, stopRecv := context.WithCancel(context.WithoutCancel(ctx))
 	handlerCtx, cancelH := context.WithCancelCause(context.WithoutCancel(ctx))
