@@ -40,5 +40,10 @@
 // The bus delivers at least once. Inbox runs a consumer's effect inside
 // its own transaction at most once per (topic, message id, group), with
 // sdk/guard's record: a redelivered message finds the record and does
-// nothing.
+// nothing. Inbox.Handler makes a sdk/subscriber handler of it:
+//
+//	s := subscriber.New(c, "tickets", "notifier", inbox.Handler(db,
+//		func(ctx context.Context, tx *sql.Tx, m *subscriber.Message) error {
+//			return notify(ctx, tx, m) // its writes go through tx
+//		}), subscriber.Options{})
 package outbox

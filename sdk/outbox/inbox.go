@@ -6,8 +6,10 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"errors"
+	"fmt"
 
 	"github.com/accord-saga/accord/sdk/guard"
+	"github.com/accord-saga/accord/sdk/subscriber"
 )
 
 // Inbox makes a consumer's effect happen once per message and group, with
@@ -57,4 +59,27 @@ func InboxKey(topic, group, messageID string) guard.Key {
 		id = "bus/sha256:" + hex.EncodeToString(sum[:])
 	}
 	return guard.Key{SagaID: id, Step: group}
+}
+
+// Handler returns a subscriber handler that gives each message of its
+// group one effect: it begins a transaction on db, runs fn in it through
+// Do, and commits. A message whose effect already committed (a
+// redelivery) is acked without running fn. When fn fails the transaction
+// is rolled back and fn's error returned, so that subscriber.Permanent
+// still dead-letters.
+func (in *Inbox) Handler(db *sql.DB, fn func(ctx context.Context, tx *sql.Tx, m *subscriber.Message) error) subscriber.Handler {
+	return func(ctx context.Context, m *subscriber.Message) error {
+		tx, err := db.BeginTx(ctx, nil)
+		if err != nil {
+			return fmt.Errorf("outbox: inbox: begin: %w", err)
+		}
+		if _, err := in.Do(ctx, tx, m.Topic, m.Group, m.ID, func() error { return fn(ctx, tx, m) }); err != nil {
+			_ = tx.Rollback()
+			return err
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("outbox: inbox: commit: %w", err)
+		}
+		return nil
+	}
 }

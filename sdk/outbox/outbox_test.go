@@ -14,6 +14,7 @@ import (
 
 	"github.com/accord-saga/accord/sdk/guard"
 	"github.com/accord-saga/accord/sdk/outbox"
+	"github.com/accord-saga/accord/sdk/subscriber"
 )
 
 // fakeBus stores published messages once per idempotency key, as Accord's
@@ -407,6 +408,54 @@ func TestInbox(t *testing.T) {
 		}
 		if n != 4 {
 			t.Errorf("%d effects, want 4", n)
+		}
+	})
+}
+
+// Inbox.Handler wraps a subscriber handler in the consumer's transaction:
+// a redelivered message is acked without a second effect, a failed effect
+// leaves nothing, and a permanent error stays permanent.
+func TestInboxHandler(t *testing.T) {
+	eachDialect(t, func(t *testing.T, d outbox.Dialect, db *sql.DB) {
+		ctx := context.Background()
+		g, err := guard.New(guard.Options{Dialect: d})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := g.Migrate(ctx, db); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.Exec(`CREATE TABLE effects (msg TEXT NOT NULL)`); err != nil {
+			t.Fatal(err)
+		}
+		in, err := outbox.NewInbox(g)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var fail error
+		h := in.Handler(db, func(ctx context.Context, tx *sql.Tx, m *subscriber.Message) error {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO effects (msg) VALUES ($1)`, m.ID); err != nil {
+				return err
+			}
+			return fail
+		})
+		m := &subscriber.Message{Topic: "orders", Group: "billing", ID: "m1"}
+		fail = subscriber.Permanent(errors.New("bad order"))
+		if err := h(ctx, m); !subscriber.IsPermanent(err) {
+			t.Fatalf("failed effect: %v, want the permanent error", err)
+		}
+		fail = nil
+		for range 3 {
+			if err := h(ctx, m); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var n int
+		if err := db.QueryRow(`SELECT count(*) FROM effects`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n != 1 {
+			t.Fatalf("%d effects of three deliveries after a failed one, want 1", n)
 		}
 	})
 }
