@@ -349,25 +349,32 @@ func TestAddValidates(t *testing.T) {
 	}
 }
 
+// newInbox migrates the guard's table and runs the consumer's own DDL.
+func newInbox(t *testing.T, d outbox.Dialect, db *sql.DB, ddl string) *outbox.Inbox {
+	t.Helper()
+	g, err := guard.New(guard.Options{Dialect: d})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Migrate(context.Background(), db); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(ddl); err != nil {
+		t.Fatal(err)
+	}
+	in, err := outbox.NewInbox(g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return in
+}
+
 // The inbox runs an effect once per (topic, group, message), in the
 // consumer's transaction; a failed effect is not recorded.
 func TestInbox(t *testing.T) {
 	eachDialect(t, func(t *testing.T, d outbox.Dialect, db *sql.DB) {
 		ctx := context.Background()
-		g, err := guard.New(guard.Options{Dialect: d})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := g.Migrate(ctx, db); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := db.Exec(`CREATE TABLE effects (msg TEXT NOT NULL, grp TEXT NOT NULL)`); err != nil {
-			t.Fatal(err)
-		}
-		in, err := outbox.NewInbox(g)
-		if err != nil {
-			t.Fatal(err)
-		}
+		in := newInbox(t, d, db, `CREATE TABLE effects (msg TEXT NOT NULL, grp TEXT NOT NULL)`)
 		deliver := func(group, id string, fail error) (bool, error) {
 			tx, err := db.BeginTx(ctx, nil)
 			if err != nil {
@@ -418,20 +425,7 @@ func TestInbox(t *testing.T) {
 func TestInboxHandler(t *testing.T) {
 	eachDialect(t, func(t *testing.T, d outbox.Dialect, db *sql.DB) {
 		ctx := context.Background()
-		g, err := guard.New(guard.Options{Dialect: d})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := g.Migrate(ctx, db); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := db.Exec(`CREATE TABLE effects (msg TEXT NOT NULL)`); err != nil {
-			t.Fatal(err)
-		}
-		in, err := outbox.NewInbox(g)
-		if err != nil {
-			t.Fatal(err)
-		}
+		in := newInbox(t, d, db, `CREATE TABLE effects (msg TEXT NOT NULL)`)
 		var fail error
 		h := in.Handler(db, func(ctx context.Context, tx *sql.Tx, m *subscriber.Message) error {
 			if _, err := tx.ExecContext(ctx, `INSERT INTO effects (msg) VALUES ($1)`, m.ID); err != nil {
