@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/danielgtaylor/huma/v2"
 
@@ -267,6 +268,11 @@ func (s *server) handlePublish(ctx context.Context, in *publishInput) (*publishO
 		if n := len(m.Payload); n > bus.MaxMessageBytes {
 			return nil, tooLarge(field+"payload", n, bus.MaxMessageBytes)
 		}
+		for _, f := range []struct{ name, v string }{{"key", m.Key}, {"id", m.ID}, {"idempotency_key", m.IdempotencyKey}, {"correlation_id", m.CorrelationID}} {
+			if p := badText(field+f.name, f.v); p != nil {
+				return nil, p
+			}
+		}
 		ttl, p := busDuration(field+"ttl", m.TTL)
 		if p != nil {
 			return nil, p
@@ -323,6 +329,16 @@ func busDuration(location, text string) (bus.Duration, *Problem) {
 		return 0, validation(location, "not a duration like 30s or 500ms: %q", echoable(text))
 	}
 	return bus.Duration(d), nil
+}
+
+// badText refuses a string that a text column of some store would refuse
+// (PostgreSQL takes neither NUL characters nor bytes that are not UTF-8),
+// so that such input is a 422 rather than a storage failure.
+func badText(location, s string) *Problem {
+	if !utf8.ValidString(s) || strings.ContainsRune(s, 0) {
+		return validation(location, "must be UTF-8 text without NUL characters")
+	}
+	return nil
 }
 
 func durationText(d bus.Duration) string {

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -502,7 +503,15 @@ func busHistory(h []bus.Attempt) []BusAttempt {
 }
 
 func (s *server) handleAck(ctx context.Context, in *ackInput) (*ackOutput, error) {
-	res, err := s.cfg.Bus.Ack(ctx, in.Topic, in.Group, in.Body.Receipts)
+	// A receipt no store could look up is not a receipt: the bus refuses an
+	// empty one as such.
+	receipts := make([]string, len(in.Body.Receipts))
+	for i, r := range in.Body.Receipts {
+		if badText("", r) == nil {
+			receipts[i] = r
+		}
+	}
+	res, err := s.cfg.Bus.Ack(ctx, in.Topic, in.Group, receipts)
 	if err != nil {
 		return nil, s.busProblem(ctx, err, nil)
 	}
@@ -525,6 +534,9 @@ func (s *server) handleAck(ctx context.Context, in *ackInput) (*ackOutput, error
 
 func (s *server) handleNack(ctx context.Context, in *nackInput) (*struct{}, error) {
 	b := in.Body
+	if p := cmp.Or(badText("body.receipt", b.Receipt), badText("body.reason", b.Reason)); p != nil {
+		return nil, p
+	}
 	delay := time.Duration(-1) // the group's backoff
 	if b.Delay != "" {
 		d, p := duration("body.delay", b.Delay, 0, 0, 12*time.Hour, true)
@@ -540,6 +552,9 @@ func (s *server) handleNack(ctx context.Context, in *nackInput) (*struct{}, erro
 }
 
 func (s *server) handleBusHeartbeat(ctx context.Context, in *busHeartbeatInput) (*struct{}, error) {
+	if p := badText("body.receipt", in.Body.Receipt); p != nil {
+		return nil, p
+	}
 	extend, p := duration("body.extend", in.Body.Extend, 0, 0, 12*time.Hour, true)
 	if p != nil {
 		return nil, p
@@ -628,6 +643,9 @@ func (s *server) deadLetterOp(ctx context.Context, in *deadLetterSelectInput,
 }
 
 func (s *server) handleTrace(ctx context.Context, in *traceInput) (*traceOutput, error) {
+	if p := badText("path.correlation_id", in.CorrelationID); p != nil {
+		return nil, p
+	}
 	msgs, err := s.cfg.Bus.Trace(ctx, in.CorrelationID)
 	if err != nil {
 		return nil, s.busProblem(ctx, err, nil)

@@ -107,11 +107,11 @@ func TestBusRoundTrip(t *testing.T) {
 	}
 	wantStatus(t, b.do(t, http.MethodPost, "/v1/topics/orders/groups/billing/heartbeat", map[string]any{"receipt": d.Receipt, "extend": "30s"}), http.StatusNoContent)
 
-	r = b.do(t, http.MethodPost, "/v1/topics/orders/groups/billing/ack", map[string]any{"receipts": []string{d.Receipt, d.Receipt, "nonsense"}})
+	r = b.do(t, http.MethodPost, "/v1/topics/orders/groups/billing/ack", map[string]any{"receipts": []string{d.Receipt, d.Receipt, "nonsense", "0.1.\x00"}})
 	wantStatus(t, r, http.StatusOK)
 	var acks api.AckResults
 	r.json(t, &acks)
-	if len(acks.Results) != 3 || acks.Results[0].Status != 200 || acks.Results[1].Status != 409 || acks.Results[1].Problem.Type != api.TypeReceiptLost ||
+	if len(acks.Results) != 4 || acks.Results[3].Status != 422 || acks.Results[0].Status != 200 || acks.Results[1].Status != 409 || acks.Results[1].Problem.Type != api.TypeReceiptLost ||
 		acks.Results[2].Status != 422 || !namesField(*acks.Results[2].Problem, "body.receipts[2]") {
 		t.Fatalf("acks %s", r.body)
 	}
@@ -388,6 +388,11 @@ func TestBusBadInput(t *testing.T) {
 		{"replay: nothing selected", "POST", "/v1/topics/t/groups/g/dead-letters/replay", `{}`, 422, api.TypeValidation, "body.ids"},
 		{"purge: ids and all", "POST", "/v1/topics/t/groups/g/dead-letters/purge", `{"ids": [1], "all": true}`, 422, api.TypeValidation, "body.ids"},
 		{"trace: id too long", "GET", "/v1/traces/" + strings.Repeat("c", 257), ``, 422, api.TypeValidation, "path.correlation_id"},
+		{"publish: NUL in a key", "POST", "/v1/topics/t/messages", `{"messages": [{"key": "a\u0000b"}]}`, 422, api.TypeValidation, "body.messages[0].key"},
+		{"publish: NUL in a correlation id", "POST", "/v1/topics/t/messages", `{"messages": [{"payload": 1}, {"correlation_id": "\u0000"}]}`, 422, api.TypeValidation, "body.messages[1].correlation_id"},
+		{"heartbeat: NUL in a receipt", "POST", "/v1/topics/t/groups/g/heartbeat", `{"receipt": "0.1.\u0000"}`, 422, api.TypeValidation, "body.receipt"},
+		{"nack: NUL in a reason", "POST", "/v1/topics/t/groups/g/nack", `{"receipt": "0.1.t", "reason": "\u0000"}`, 422, api.TypeValidation, "body.reason"},
+		{"trace: not UTF-8", "GET", "/v1/traces/%FF%00", ``, 422, api.TypeValidation, "path.correlation_id"},
 		{"stalled: bad limit", "GET", "/v1/bus/stalled?limit=5000", ``, 422, api.TypeValidation, "query.limit"},
 	}
 	for _, c := range cases {
