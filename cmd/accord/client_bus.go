@@ -290,6 +290,7 @@ func newGroupCommand() *cobra.Command {
 func newGroupCreate(flags *clientFlags) *cobra.Command {
 	var cfg client.GroupConfig
 	var startAt, webhook, startSaga string
+	var sagaVersion int
 	cmd := &cobra.Command{
 		Use:   "create TOPIC GROUP",
 		Short: "Create a consumer group",
@@ -315,7 +316,9 @@ it is a conflict (exit 4).`,
 				cfg.Webhook = &client.WebhookConfig{URL: webhook}
 			}
 			if startSaga != "" {
-				cfg.StartSaga = &client.SagaTrigger{Definition: startSaga}
+				cfg.StartSaga = &client.SagaTrigger{Definition: startSaga, Version: sagaVersion}
+			} else if sagaVersion != 0 {
+				return usageErr(fmt.Errorf("--start-saga-version needs --start-saga"))
 			}
 			c, err := flags.client()
 			if err != nil {
@@ -346,6 +349,7 @@ it is a conflict (exit 4).`,
 	f.DurationVar(&cfg.BackoffMax, "backoff-max", 0, "longest redelivery delay after a nack (server default 5m)")
 	f.StringVar(&webhook, "webhook", "", "push each message to this URL")
 	f.StringVar(&startSaga, "start-saga", "", "start a saga of this definition per message")
+	f.IntVar(&sagaVersion, "start-saga-version", 0, "with --start-saga: the definition version; 0 is the latest at each start")
 	return cmd
 }
 

@@ -101,9 +101,17 @@ func TestCLIGroups(t *testing.T) {
 	code, out = cli(t, s.URL, "group", "create", "nope", "g")
 	wantCode(t, code, out, codeNotFound)
 
+	code, out = cli(t, s.URL, "group", "create", "orders", "starter", "--start-saga", "order", "--start-saga-version", "2")
+	wantCode(t, code, out, 0)
+	code, out = cli(t, s.URL, "group", "create", "orders", "bad", "--start-saga-version", "2")
+	wantCode(t, code, out, codeUsage)
+	code, out = cli(t, s.URL, "group", "create", "orders", "bad", "--webhook", "http://127.0.0.1:1/hook")
+	wantCode(t, code, out, codeUsage) // this server pushes to no webhook
+
 	code, out = cli(t, s.URL, "group", "list", "orders")
 	wantCode(t, code, out, 0)
-	if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 3 || !strings.HasPrefix(lines[0], "GROUP") || !strings.Contains(out, "pull") {
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 4 || !strings.HasPrefix(lines[0], "GROUP") || !strings.Contains(out, "pull") ||
+		!strings.Contains(out, "starts saga order") {
 		t.Fatalf("list:\n%s", out)
 	}
 	if _, err := s.Client.Publish(context.Background(), "orders", client.Message{Key: "o-1", Payload: 1}); err != nil {

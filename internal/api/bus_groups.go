@@ -397,12 +397,18 @@ func groupConfigOf(c GroupConfig) (bus.GroupConfig, *Problem) {
 		}
 	}
 	if w := c.Webhook; w != nil {
+		if p := badText("body.webhook.url", w.URL); p != nil {
+			return out, p
+		}
 		out.Webhook = &bus.Webhook{URL: w.URL, Concurrency: w.Concurrency}
 		if out.Webhook.Timeout, p = busDuration("body.webhook.timeout", w.Timeout); p != nil {
 			return out, p
 		}
 	}
 	if t := c.StartSaga; t != nil {
+		if p := badText("body.start_saga.definition", t.Definition); p != nil {
+			return out, p
+		}
 		out.StartSaga = &bus.Trigger{Definition: t.Definition, Version: t.Version}
 	}
 	return out, nil
