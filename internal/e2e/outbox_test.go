@@ -25,19 +25,28 @@ import (
 // openParticipantDB opens a participant's own SQLite database.
 func openParticipantDB(t *testing.T, name string) *sql.DB {
 	t.Helper()
-	db, err := sql.Open("sqlite", "file:"+filepath.Join(t.TempDir(), name)+"?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_txlock=immediate")
+	db, _ := openSQLite(t, filepath.Join(t.TempDir(), name))
+	return db
+}
+
+// openSQLite opens the SQLite database at path and returns it with its
+// DSN.
+func openSQLite(t testing.TB, path string) (*sql.DB, string) {
+	t.Helper()
+	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_txlock=immediate"
+	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
 	db.SetMaxOpenConns(1)
 	t.Cleanup(func() { db.Close() })
-	return db
+	return db, dsn
 }
 
 // openPostgresSchema opens a participant's PostgreSQL database in a fresh
 // schema of the test database (skipped when it is unreachable, except in
 // CI).
-func openPostgresSchema(t *testing.T) *sql.DB {
+func openPostgresSchema(t *testing.T) (*sql.DB, string) {
 	t.Helper()
 	base, schema := pgtest.Schema(t)
 	u, err := url.Parse(base)
@@ -56,7 +65,7 @@ func openPostgresSchema(t *testing.T) *sql.DB {
 	if _, err := db.Exec("CREATE SCHEMA " + schema); err != nil {
 		t.Fatal(err)
 	}
-	return db
+	return db, u.String()
 }
 
 // recordingPublisher publishes through the client and remembers what the
@@ -95,28 +104,39 @@ func (p *recordingPublisher) duplicates() (dups, firsts int) {
 // publish, or between the publish and marking the row sent.
 //
 // The orders service commits orders with their OrderPlaced events in its
-// own database. A first relay is stopped (by a hook, as a crash there
-// would) after reading the rows and before publishing; a second relay
-// publishes them. Then a third relay is stopped after publishing and
-// before marking the rows sent; a fourth publishes them again, and the bus
-// answers each as a duplicate of the first publish. The billing service
-// consumes the topic with an inbox in its own database, and one of its
-// acks is lost on purpose, so that message comes back: each order is
-// invoiced once.
+// own database. A first relay dies after reading the rows and before
+// publishing; a second relay publishes them. Then a third relay dies after
+// publishing and before marking the rows sent; a fourth publishes them
+// again, and the bus answers each as a duplicate of the first publish. The
+// billing service consumes the topic with an inbox in its own database,
+// and one of its acks is lost on purpose, so that message comes back: each
+// order is invoiced once.
 //
-// The orders service's database is SQLite in one run and PostgreSQL in
-// the other, where the relays lock the rows they publish.
+// The orders service's database is SQLite or PostgreSQL (where relays
+// lock the rows they publish), and the relays that die are either stopped
+// by a hook in this process, or a relay process that is sent SIGKILL when
+// it reaches the point.
 func TestOutboxRelayKilled(t *testing.T) {
 	t.Parallel()
+	relayProc := buildRelayProc(t)
 	for _, d := range []outbox.Dialect{outbox.SQLite, outbox.Postgres} {
-		t.Run(d.String(), func(t *testing.T) {
-			t.Parallel()
-			testOutboxRelayKilled(t, d)
-		})
+		for _, how := range []string{"hook", "sigkill"} {
+			t.Run(d.String()+"/"+how, func(t *testing.T) {
+				t.Parallel()
+				bin := relayProc
+				if how == "hook" {
+					bin = ""
+				}
+				testOutboxRelayKilled(t, d, bin)
+			})
+		}
 	}
 }
 
-func testOutboxRelayKilled(t *testing.T, dialect outbox.Dialect) {
+// testOutboxRelayKilled runs the scenario; the relays that die are
+// relayProc processes killed with SIGKILL, or, when it is "", relays in
+// this process stopped by a hook.
+func testOutboxRelayKilled(t *testing.T, dialect outbox.Dialect, relayProc string) {
 	srv := startServer(t, t.TempDir())
 	c := srv.client(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -133,10 +153,11 @@ func testOutboxRelayKilled(t *testing.T, dialect outbox.Dialect) {
 
 	// The orders service: orders and the outbox, one database.
 	var orders *sql.DB
+	var ordersDSN string
 	if dialect == outbox.Postgres {
-		orders = openPostgresSchema(t)
+		orders, ordersDSN = openPostgresSchema(t)
 	} else {
-		orders = openParticipantDB(t, "orders.db")
+		orders, ordersDSN = openSQLite(t, filepath.Join(t.TempDir(), "orders.db"))
 	}
 	if _, err := orders.Exec(`CREATE TABLE orders (id TEXT PRIMARY KEY, amount INTEGER NOT NULL)`); err != nil {
 		t.Fatal(err)
@@ -233,13 +254,67 @@ func testOutboxRelayKilled(t *testing.T, dialect outbox.Dialect) {
 	})
 
 	pub := &recordingPublisher{c: c}
-	errKilled := errors.New("relay killed")
-	relay := func(h outbox.Hooks) *outbox.Relay {
+	// die runs a relay over the outbox that dies at stage: "before" (it
+	// has read the rows and not published them) or "after" (it has
+	// published them and not marked them sent).
+	die := func(stage string) {
+		t.Helper()
+		if relayProc != "" {
+			killRelayProcess(t, ctx, relayProc, relaySpec{Dialect: dialect.String(), DSN: ordersDSN, Server: srv.url, Stage: stage})
+			return
+		}
+		errKilled := errors.New("relay killed")
+		stop := func(context.Context, string, []outbox.Message) error { return errKilled }
+		h := outbox.Hooks{BeforePublish: stop}
+		if stage == "after" {
+			h = outbox.Hooks{AfterPublish: stop}
+		}
 		r, err := outbox.NewRelay(orders, pub, outbox.RelayOptions{Dialect: dialect, Hooks: h})
 		if err != nil {
 			t.Fatal(err)
 		}
-		return r
+		if _, err := r.Flush(ctx); !errors.Is(err, errKilled) {
+			t.Fatalf("relay dying %s the publish: %v", stage, err)
+		}
+	}
+	// finish runs a healthy relay until it has published want rows. On
+	// PostgreSQL the rows of a killed relay stay locked until the server
+	// sees its connection close.
+	finish := func(want int) {
+		t.Helper()
+		r, err := outbox.NewRelay(orders, pub, outbox.RelayOptions{Dialect: dialect})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := 0
+		for got < want {
+			n, err := r.Flush(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got += n
+			if got < want {
+				select {
+				case <-ctx.Done():
+					t.Fatalf("the relay published %d rows, want %d", got, want)
+				case <-time.After(20 * time.Millisecond):
+				}
+			}
+		}
+		if got != want {
+			t.Fatalf("the relay published %d rows, want %d", got, want)
+		}
+	}
+	onBus := func(m outbox.Message) int {
+		t.Helper()
+		tr, err := c.Trace(ctx, m.ID)
+		if errors.Is(err, client.ErrNotFound) {
+			return 0 // no message of the flow
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(tr.Messages)
 	}
 
 	// 1. Killed between the commit and the publish.
@@ -247,33 +322,27 @@ func testOutboxRelayKilled(t *testing.T, dialect outbox.Dialect) {
 	for i := 1; i <= 3; i++ {
 		placed = append(placed, place(fmt.Sprint("order-", i), 10*i))
 	}
-	killedBefore := relay(outbox.Hooks{BeforePublish: func(context.Context, string, []outbox.Message) error { return errKilled }})
-	if _, err := killedBefore.Flush(ctx); !errors.Is(err, errKilled) {
-		t.Fatalf("first relay: %v, want it killed", err)
+	die("before")
+	for _, m := range placed {
+		if n := onBus(m); n != 0 {
+			t.Fatalf("the relay killed before publishing published %s", m.ID)
+		}
 	}
-	if d, f := pub.duplicates(); d+f != 0 {
-		t.Fatalf("the killed relay published %d messages", d+f)
-	}
-	if n, err := relay(outbox.Hooks{}).Flush(ctx); err != nil || n != 3 {
-		t.Fatalf("second relay published %d, %v; want 3", n, err)
-	}
+	finish(3)
 
 	// 2. Killed between the publish and marking the rows sent.
 	for i := 4; i <= 5; i++ {
 		placed = append(placed, place(fmt.Sprint("order-", i), 10*i))
 	}
-	killedAfter := relay(outbox.Hooks{AfterPublish: func(context.Context, string, []outbox.Message) error { return errKilled }})
-	if _, err := killedAfter.Flush(ctx); !errors.Is(err, errKilled) {
-		t.Fatalf("third relay: %v, want it killed", err)
+	die("after")
+	for _, m := range placed[3:] {
+		if n := onBus(m); n != 1 {
+			t.Fatalf("event %s is %d messages on the bus after the relay published it, want 1", m.ID, n)
+		}
 	}
-	if p, _ := killedAfter.Pending(ctx); p != 2 {
-		t.Fatalf("%d rows unsent after the kill, want 2", p)
-	}
-	if n, err := relay(outbox.Hooks{}).Flush(ctx); err != nil || n != 2 {
-		t.Fatalf("fourth relay published %d, %v; want 2", n, err)
-	}
-	if d, f := pub.duplicates(); d != 2 || f != 5 {
-		t.Fatalf("the bus stored %d and answered %d duplicates; want 5 and 2", f, d)
+	finish(2)
+	if d, _ := pub.duplicates(); d != 2 {
+		t.Fatalf("the bus answered %d publishes as duplicates, want 2", d)
 	}
 
 	// Every order is invoiced once; the lost ack's redelivery is skipped.
