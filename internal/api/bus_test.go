@@ -435,3 +435,40 @@ func TestBusReceiveIsLongPoll(t *testing.T) {
 		t.Fatalf("receive answered %+v after %s", ds, time.Since(began))
 	}
 }
+
+// TestBusExpiredClaim: a consumer that never answers loses its claim; the
+// message is handed out again with the attempt counted as expired, and the
+// group's backlog shows it.
+func TestBusExpiredClaim(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.busTopic(t, "t", "g", nil)
+	res := b.publish(t, "t", map[string]any{"key": "k", "payload": 1}, map[string]any{"key": "k", "payload": 2})
+
+	d := b.receive(t, "t", "g", map[string]any{"max": 10, "visibility": "100ms"})
+	if len(d) != 1 || d[0].ID != res[0].ID {
+		t.Fatalf("first receive %+v", d)
+	}
+	r := b.do(t, http.MethodGet, "/v1/topics/t/groups/g", nil)
+	var g api.Group
+	r.json(t, &g)
+	var pending, inFlight, blocked int
+	for _, p := range g.Partitions {
+		pending, inFlight, blocked = pending+p.Pending, inFlight+p.InFlight, blocked+p.Blocked
+	}
+	if pending != 2 || inFlight != 1 || blocked != 1 {
+		t.Fatalf("backlog %s", r.body)
+	}
+
+	again := b.receive(t, "t", "g", map[string]any{"max": 10, "wait": "5s"})
+	if len(again) != 1 || again[0].ID != res[0].ID || again[0].Attempt != 2 || len(again[0].History) != 1 ||
+		again[0].History[0].Outcome != "expired" || again[0].Receipt == d[0].Receipt {
+		t.Fatalf("after the claim expired: %+v", again)
+	}
+	r = b.do(t, http.MethodPost, "/v1/topics/t/groups/g/ack", map[string]any{"receipts": []string{d[0].Receipt, again[0].Receipt}})
+	var acks api.AckResults
+	r.json(t, &acks)
+	if acks.Results[0].Status != http.StatusConflict || acks.Results[1].Status != http.StatusOK {
+		t.Fatalf("acks %s", r.body)
+	}
+}
