@@ -453,3 +453,57 @@ func TestInboxHandler(t *testing.T) {
 		}
 	})
 }
+
+// While one relay holds an event of a key (PostgreSQL row locks), another
+// relay publishes other keys' events but none of that key's later ones:
+// they would overtake it.
+func TestRelaysKeepKeyOrder(t *testing.T) {
+	t.Parallel()
+	db := openDB(t, outbox.Postgres)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := outbox.Migrate(ctx, db, outbox.Postgres); err != nil {
+		t.Fatal(err)
+	}
+	a1 := addEvents(t, db, "counts", 1, func(int) string { return "a" })[0]
+	bus := newFakeBus()
+	holding, release := make(chan struct{}), make(chan struct{})
+	first, err := outbox.NewRelay(db, bus, outbox.RelayOptions{Dialect: outbox.Postgres, Hooks: outbox.Hooks{
+		BeforePublish: func(context.Context, string, []outbox.Message) error {
+			close(holding)
+			<-release
+			return nil
+		},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := first.Flush(ctx)
+		done <- err
+	}()
+	<-holding // the first relay holds a's first event
+	later := addEvents(t, db, "counts", 4, func(i int) string { return []string{"a", "b", "a", "c"}[i] })
+	second := newRelay(t, db, outbox.Postgres, bus, outbox.Hooks{})
+	n, err := second.Flush(ctx)
+	if err != nil || n != 2 {
+		t.Fatalf("second relay published %d, %v; want b's and c's events", n, err)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n, err := second.Flush(ctx); err != nil || n != 2 {
+		t.Fatalf("after the first relay: %d, %v; want a's two later events", n, err)
+	}
+	stored, _ := bus.snapshot()
+	var got []string
+	for _, m := range stored {
+		got = append(got, m.ID)
+	}
+	want := []string{later[1].ID, later[3].ID, a1.ID, later[0].ID, later[2].ID} // b, c, then a's in order
+	if !slices.Equal(got, want) {
+		t.Fatalf("stored %v, want %v", got, want)
+	}
+}
