@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/accord-saga/accord/internal/storage/postgres/pgtest"
 	"github.com/accord-saga/accord/sdk/client"
 )
 
@@ -107,6 +108,25 @@ func t7Grid(lo, hi time.Duration, n int) []time.Duration {
 // fired early, and the lateness p99 is reported.
 func TestT7Timers(t *testing.T) {
 	t.Parallel()
+	runT7(t, "T7")
+}
+
+// TestT7TimersPostgres is TestT7Timers on PostgreSQL (the one pgtest
+// names, in a fresh schema), where the database's clock is read through
+// the commits. The restarted server keeps its node id, so it takes its
+// partitions back at once. Without PostgreSQL the test fails with CI=true
+// and is skipped otherwise.
+func TestT7TimersPostgres(t *testing.T) {
+	t.Parallel()
+	dbURL := pgtest.URL(t)
+	schema := "accord_chaos_" + randomHex(t)
+	t.Cleanup(func() { dropSchema(t, dbURL, schema) })
+	runT7(t, "T7-pg", "--database-url", dbURL, "--database-schema", schema, "--node-id", "t7")
+}
+
+// runT7 runs the timer scenario on a server started with flags and
+// prints its figure line under name.
+func runT7(t *testing.T, name string, flags ...string) {
 	target, lo, hi, restarts := 300, time.Second, 5*time.Second, 2
 	if full() {
 		target, lo, hi, restarts = 10000, time.Second, 10*time.Minute, 10
@@ -119,7 +139,7 @@ func TestT7Timers(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.Close() })
-	srv := startServer(t, filepath.Join(dir, "accord"))
+	srv := startServer(t, filepath.Join(dir, "accord"), flags...)
 	ctx := context.Background()
 
 	// The plan: each saga's shape, from the seed. A retrying saga keeps
@@ -260,8 +280,8 @@ func TestT7Timers(t *testing.T) {
 		}
 		return late[min(len(late)-1, int(math.Ceil(q*float64(len(late))))-1)]
 	}
-	line := fmt.Sprintf("T7 seed=%d sagas=%d timers=%d range=%s-%s restarts=%d fired=%d lost=%d early=%d wrong_status=%d stuck=%d lateness_p50_ms=%d lateness_p99_ms=%d lateness_max_ms=%d elapsed_s=%.0f",
-		seed, len(ids), planned, lo, hi, restarts, timers, lost, early, wrong, len(stuck),
+	line := fmt.Sprintf("%s seed=%d sagas=%d timers=%d range=%s-%s restarts=%d fired=%d lost=%d early=%d wrong_status=%d stuck=%d lateness_p50_ms=%d lateness_p99_ms=%d lateness_max_ms=%d elapsed_s=%.0f",
+		name, seed, len(ids), planned, lo, hi, restarts, timers, lost, early, wrong, len(stuck),
 		pct(0.50).Milliseconds(), pct(0.99).Milliseconds(), pct(1).Milliseconds(), time.Since(begin).Seconds())
 	t.Log(line)
 	fmt.Println(line)
