@@ -71,18 +71,28 @@ func TestT10BusConsumerAndServerKills(t *testing.T) {
 	handouts := make([]int, msgs)
 	var totalHandouts, redeliveries, deaths atomic.Int64
 
+	// One client per server generation: its connections are reused.
+	var clMu sync.Mutex
+	var cl *client.Client
+	clGen := -1
 	clientFor := func() (*client.Client, <-chan struct{}) {
 		for {
-			url, _, moved := srv.current()
+			url, gen, moved := srv.current()
 			if url == "" {
 				<-moved
 				continue
 			}
-			cl, err := client.New(url, client.WithRetries(0), client.WithTimeout(5*time.Second))
-			if err != nil {
-				panic(err)
+			clMu.Lock()
+			if gen != clGen {
+				c, err := client.New(url, client.WithRetries(0), client.WithTimeout(5*time.Second))
+				if err != nil {
+					panic(err)
+				}
+				cl, clGen = c, gen
 			}
-			return cl, moved
+			c := cl
+			clMu.Unlock()
+			return c, moved
 		}
 	}
 
