@@ -52,6 +52,14 @@ func TestBadInput(t *testing.T) {
 		{"start: idempotency key too long", "POST", "/v1/sagas", "application/json", `{"definition": "order"}`,
 			[]string{"Idempotency-Key", strings.Repeat("k", 513)}, 422, api.TypeValidation, "header.Idempotency-Key"},
 		{"start: a body that is not JSON", "POST", "/v1/sagas", "text/plain", `definition=order`, nil, 415, api.TypeUnsupportedMediaType, ""},
+		// PostgreSQL's text columns take neither NUL nor bytes that are not
+		// UTF-8: such names are bad input, not a storage failure.
+		{"start: NUL in the definition name", "POST", "/v1/sagas", "application/json", `{"definition": "ord\u0000er"}`, nil, 422, api.TypeValidation, "definition"},
+		{"start: idempotency key not UTF-8", "POST", "/v1/sagas", "application/json", `{"definition": "order"}`,
+			[]string{"Idempotency-Key", "k\xff"}, 422, api.TypeValidation, "header.Idempotency-Key"},
+		{"get: NUL in the saga id", "GET", "/v1/sagas/ab%00c", "", "", nil, 422, api.TypeValidation, "path"},
+		{"get: saga id not UTF-8", "GET", "/v1/sagas/%ff%fe", "", "", nil, 422, api.TypeValidation, "path"},
+		{"list: NUL in a filter", "GET", "/v1/sagas?definition=a%00b", "", "", nil, 422, api.TypeValidation, "query"},
 
 		{"definition: unknown step", "POST", "/v1/definitions", "application/json", unknownStep, nil, 422, api.TypeValidation, "body.steps[1].after[0]"},
 		{"definition: cyclic", "POST", "/v1/definitions", "application/json", cyclic, nil, 422, api.TypeValidation, "after"},

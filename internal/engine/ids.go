@@ -3,7 +3,10 @@ package engine
 import (
 	"crypto/rand"
 	"encoding/binary"
+	"fmt"
+	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // crockford is the Crockford base32 alphabet: no I, L, O, U, so ids read
@@ -46,3 +49,13 @@ func newSeed() uint64 {
 // characters of Crockford base32), for other parts of the server that name
 // things (bus messages).
 func NewID() string { return newSagaID(time.Now()) }
+
+// checkText refuses a client-given name or id that a text column of some
+// store cannot hold (PostgreSQL takes neither NUL characters nor bytes that
+// are not UTF-8), so that it is bad input rather than a storage failure.
+func checkText(what, s string) error {
+	if !utf8.ValidString(s) || strings.IndexByte(s, 0) >= 0 {
+		return fmt.Errorf("%w: %s must be UTF-8 text without NUL characters", ErrInvalidInput, what)
+	}
+	return nil
+}

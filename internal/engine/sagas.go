@@ -70,6 +70,12 @@ func (e *Engine) StartSaga(ctx context.Context, sp StartParams) (StartResult, er
 	if len(sp.IdempotencyKey) > storage.MaxKeyLength {
 		return StartResult{}, fmt.Errorf("%w: idempotency key longer than %d bytes", ErrInvalidInput, storage.MaxKeyLength)
 	}
+	if err := checkText("definition", sp.Definition); err != nil {
+		return StartResult{}, err
+	}
+	if err := checkText("idempotency key", sp.IdempotencyKey); err != nil {
+		return StartResult{}, err
+	}
 	var p *partition
 	var err error
 	if sp.IdempotencyKey != "" {

@@ -108,6 +108,9 @@ func (e *Engine) PollTasks(ctx context.Context, pp PollParams) ([]Task, error) {
 	if pp.Queue == "" || len(pp.Queue) > storage.MaxKeyLength || pp.Queue == PushQueue {
 		return nil, fmt.Errorf("%w: queue must be 1..%d bytes and not %q", ErrInvalidInput, storage.MaxKeyLength, PushQueue)
 	}
+	if err := checkText("queue", pp.Queue); err != nil {
+		return nil, err
+	}
 	if pp.Max < 1 || pp.Max > MaxPollTasks {
 		return nil, fmt.Errorf("%w: max must be 1..%d", ErrInvalidInput, MaxPollTasks)
 	}
@@ -184,6 +187,12 @@ func (e *Engine) CompleteTask(ctx context.Context, res Result) error {
 	if res.TaskID == "" || len(res.TaskID) > storage.MaxKeyLength {
 		return fmt.Errorf("%w: task id must be 1..%d bytes", ErrInvalidInput, storage.MaxKeyLength)
 	}
+	if err := checkText("task id", res.TaskID); err != nil {
+		return err
+	}
+	if err := checkText("claim token", res.ClaimToken); err != nil {
+		return err
+	}
 	switch saga.Outcome(res.Outcome) {
 	case saga.OutcomeSuccess, saga.OutcomeFailure, saga.OutcomeRetryable:
 	default:
@@ -240,6 +249,12 @@ func (e *Engine) complete(ctx context.Context, t Task, res Result) error {
 func (e *Engine) HeartbeatTask(ctx context.Context, taskID, claimToken string, visibility time.Duration) error {
 	if visibility <= 0 || visibility > MaxVisibility {
 		return fmt.Errorf("%w: visibility must be in (0, %s]", ErrInvalidInput, MaxVisibility)
+	}
+	if err := checkText("task id", taskID); err != nil {
+		return err
+	}
+	if err := checkText("claim token", claimToken); err != nil {
+		return err
 	}
 	_, err := e.store.TaskHeartbeat(ctx, &storage.TaskHeartbeatParams{ID: taskID, ClaimToken: claimToken, Visibility: visibility})
 	if err != nil {
