@@ -27,10 +27,13 @@ type fakeSource struct {
 	answers  chan answer
 	hbNotify chan string
 	next     int
+	// recvCancelled gets a value when a receive ends by cancellation.
+	recvCancelled chan struct{}
 }
 
 func newFakeSource() *fakeSource {
-	return &fakeSource{ready: make(chan struct{}), answers: make(chan answer, 1000), hbNotify: make(chan string, 1000)}
+	return &fakeSource{ready: make(chan struct{}), answers: make(chan answer, 1000), hbNotify: make(chan string, 1000),
+		recvCancelled: make(chan struct{}, 100)}
 }
 
 func (f *fakeSource) push(n int, mod func(*Message)) []string {
@@ -71,6 +74,7 @@ func (f *fakeSource) receive(ctx context.Context, max int, wait, _ time.Duration
 		case <-t.C:
 			return nil, nil
 		case <-ctx.Done():
+			f.recvCancelled <- struct{}{}
 			return nil, ctx.Err()
 		}
 	}

@@ -200,7 +200,7 @@ func TestGracefulStop(t *testing.T) {
 		started <- m.ID
 		<-release
 		return nil
-	}, Options{Concurrency: 2, Wait: time.Minute})
+	}, Options{Concurrency: 3, Wait: time.Minute}) // a slot free: a receive waits
 	if err := s.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -214,10 +214,17 @@ func TestGracefulStop(t *testing.T) {
 	}
 	stopped := make(chan error, 1)
 	go func() { stopped <- s.Stop(context.Background()) }()
+	// The outstanding long poll is abandoned at once; Stop then waits for
+	// the handlers.
+	select {
+	case <-src.recvCancelled:
+	case <-time.After(wait):
+		t.Fatal("Stop did not end the receive")
+	}
 	select {
 	case err := <-stopped:
 		t.Fatalf("Stop returned (%v) while handlers run", err)
-	default:
+	case <-time.After(50 * time.Millisecond): // would have returned by now
 	}
 	close(release)
 	select {
