@@ -392,7 +392,7 @@ func TestBusBadInput(t *testing.T) {
 		{"publish: NUL in a correlation id", "POST", "/v1/topics/t/messages", `{"messages": [{"payload": 1}, {"correlation_id": "\u0000"}]}`, 422, api.TypeValidation, "body.messages[1].correlation_id"},
 		{"heartbeat: NUL in a receipt", "POST", "/v1/topics/t/groups/g/heartbeat", `{"receipt": "0.1.\u0000"}`, 422, api.TypeValidation, "body.receipt"},
 		{"nack: NUL in a reason", "POST", "/v1/topics/t/groups/g/nack", `{"receipt": "0.1.t", "reason": "\u0000"}`, 422, api.TypeValidation, "body.reason"},
-		{"trace: not UTF-8", "GET", "/v1/traces/%FF%00", ``, 422, api.TypeValidation, "path.correlation_id"},
+		{"trace: not UTF-8", "GET", "/v1/traces/%FF%00", ``, 422, api.TypeValidation, "path"}, // refused for the whole path, before routing
 		{"stalled: bad limit", "GET", "/v1/bus/stalled?limit=5000", ``, 422, api.TypeValidation, "query.limit"},
 	}
 	for _, c := range cases {
