@@ -48,6 +48,10 @@ const (
 	receiveBackoffMax = 10 * time.Second
 )
 
+// fallbackVisibility is the claim asked for when the group reports no ack
+// timeout.
+const fallbackVisibility = 30 * time.Second
+
 // answerTimeout bounds one ack, nack or heartbeat call.
 const answerTimeout = 30 * time.Second
 
@@ -75,6 +79,8 @@ type Subscriber struct {
 	mu       sync.Mutex
 	started  bool
 	stopped  bool
+	stopDone chan struct{} // closed when the first Stop has finished
+	stopErr  error
 	stopRecv context.CancelFunc
 	cancelH  context.CancelCauseFunc
 	recv     sync.WaitGroup
@@ -107,17 +113,17 @@ var errStopped = errors.New("subscriber: stopped before the handler finished")
 func (s *Subscriber) Start(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.started {
-		return errors.New("subscriber: started twice")
+	if s.started || s.stopped {
+		return errors.New("subscriber: started twice, or after Stop")
 	}
 	if s.opts.Visibility == 0 {
 		d, err := s.src.ackTimeout(ctx)
 		if err != nil {
 			return fmt.Errorf("subscriber: group %s of topic %s: %w", s.group, s.topic, err)
 		}
-		s.opts.Visibility = d
+		s.opts.Visibility = cmp.Or(max(d, 0), fallbackVisibility)
 	}
-	s.opts.HeartbeatEvery = cmp.Or(s.opts.HeartbeatEvery, s.opts.Visibility/3)
+	s.opts.HeartbeatEvery = max(cmp.Or(s.opts.HeartbeatEvery, s.opts.Visibility/3), time.Millisecond)
 	s.started = true
 	recvCtx, stopRecv := context.WithCancel(context.WithoutCancel(ctx))
 	handlerCtx, cancelH := context.WithCancelCause(context.WithoutCancel(ctx))
@@ -130,15 +136,32 @@ func (s *Subscriber) Start(ctx context.Context) error {
 // answers their messages (ack or nack), and returns. When ctx is done
 // first it cancels the handlers' contexts, waits for them to return, nacks
 // the messages they did not finish, and returns ctx's error. After Stop
-// returns the subscriber has no goroutine left.
+// returns the subscriber has no goroutine left. Stop may be called more
+// than once; later calls wait for the first to finish.
 func (s *Subscriber) Stop(ctx context.Context) error {
 	s.mu.Lock()
-	if !s.started || s.stopped {
+	if !s.started && !s.stopped {
+		// A subscriber stopped before it started never starts.
+		s.stopped = true
+		s.stopDone = make(chan struct{})
+		close(s.stopDone)
 		s.mu.Unlock()
 		return nil
 	}
+	if s.stopped {
+		done := s.stopDone
+		s.mu.Unlock()
+		select {
+		case <-done:
+			return s.stopErr
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	s.stopped = true
+	s.stopDone = make(chan struct{})
 	s.mu.Unlock()
+	defer close(s.stopDone)
 	s.stopRecv()
 	s.recv.Wait()
 	done := make(chan struct{})
@@ -152,6 +175,7 @@ func (s *Subscriber) Stop(ctx context.Context) error {
 		err = ctx.Err()
 	}
 	s.cancelH(nil)
+	s.stopErr = err
 	return err
 }
 

@@ -303,3 +303,36 @@ func TestRun(t *testing.T) {
 		t.Fatal("Run did not return")
 	}
 }
+
+// Stop may be called before Start, and more than once.
+func TestStopTwice(t *testing.T) {
+	ctx := context.Background()
+	s := newSubscriber(newFakeSource(), "t", "g", func(context.Context, *Message) error { return nil }, Options{})
+	if err := s.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(ctx); err == nil {
+		t.Fatal("a stopped subscriber started")
+	}
+	s = newSubscriber(newFakeSource(), "t", "g", func(context.Context, *Message) error { return nil }, Options{Wait: time.Minute})
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() { errs <- s.Stop(ctx) }()
+	}
+	for range 2 {
+		select {
+		case err := <-errs:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(wait):
+			t.Fatal("Stop did not return")
+		}
+	}
+}
