@@ -507,3 +507,28 @@ func TestRelaysKeepKeyOrder(t *testing.T) {
 		t.Fatalf("stored %v, want %v", got, want)
 	}
 }
+
+// A topic the bus refuses does not hold back the other topics' events.
+func TestRelayFailingTopicDoesNotBlockOthers(t *testing.T) {
+	eachDialect(t, func(t *testing.T, d outbox.Dialect, db *sql.DB) {
+		ctx := context.Background()
+		addEvents(t, db, "missing", 2, func(int) string { return "" })
+		addEvents(t, db, "counts", 3, func(int) string { return "" })
+		bus := newFakeBus()
+		errNoTopic := errors.New("no such topic")
+		pub := outbox.PublisherFunc(func(ctx context.Context, topic string, msgs []outbox.Message) error {
+			if topic == "missing" {
+				return errNoTopic
+			}
+			return bus.Publish(ctx, topic, msgs)
+		})
+		r := newRelay(t, db, d, pub, outbox.Hooks{})
+		n, err := r.Flush(ctx)
+		if !errors.Is(err, errNoTopic) || n != 3 {
+			t.Fatalf("Flush = %d, %v; want 3 and the missing topic's error", n, err)
+		}
+		if p, _ := r.Pending(ctx); p != 2 {
+			t.Fatalf("%d pending, want the missing topic's 2", p)
+		}
+	})
+}

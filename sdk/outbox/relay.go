@@ -113,7 +113,9 @@ func (r *Relay) Notify() {
 
 // Run publishes unsent rows until ctx is done, then returns nil. A failed
 // pass is logged and retried with backoff; sent rows past the retention
-// are deleted every CleanupInterval.
+// are deleted every CleanupInterval. A row the bus refuses (its topic does
+// not exist, say) is retried the same way, and holds back the later rows
+// of its topic, in order; Pending counts them.
 func (r *Relay) Run(ctx context.Context) error {
 	failures := 0
 	var lastCleanup time.Time
@@ -127,15 +129,21 @@ func (r *Relay) Run(ctx context.Context) error {
 		case <-r.wake:
 		}
 		wait := r.opts.Interval
-		if _, err := r.Flush(ctx); err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
+		n, err := r.Flush(ctx)
+		switch {
+		case err == nil:
+			failures = 0
+		case ctx.Err() != nil:
+			return nil
+		case n == 0:
+			// Back off only when nothing goes through: a topic the bus
+			// refuses must not slow the others down.
 			failures++
 			wait = min(r.opts.Interval<<min(failures, 16), r.opts.MaxBackoff)
 			r.log.Warn("outbox relay: publish failed", "table", r.o.table, "err", err, "retry_in", wait)
-		} else {
+		default:
 			failures = 0
+			r.log.Warn("outbox relay: publish failed for some rows", "table", r.o.table, "err", err, "published", n)
 		}
 		if time.Since(lastCleanup) >= r.opts.CleanupInterval {
 			lastCleanup = time.Now()
@@ -154,14 +162,21 @@ func (r *Relay) Run(ctx context.Context) error {
 }
 
 // Flush publishes the rows unsent now, batch after batch, and returns how
-// many it published. Rows another relay holds are left to it.
+// many it published, with the last publish error if any. Rows another
+// relay holds are left to it.
 func (r *Relay) Flush(ctx context.Context) (int, error) {
 	total := 0
+	var last error
 	for {
 		published, read, err := r.pass(ctx)
 		total += published
-		if err != nil || read < r.opts.Batch || published == 0 {
-			return total, err
+		if err != nil {
+			last = err
+		}
+		// A pass that published nothing ends the flush; one that failed
+		// for some topics but published others goes on.
+		if read < r.opts.Batch || published == 0 {
+			return total, last
 		}
 	}
 }
@@ -219,6 +234,8 @@ func (r *Relay) pass(ctx context.Context) (published, read int, err error) {
 		}
 		byTopic[rw.topic] = append(byTopic[rw.topic], rw)
 	}
+	// Topics are independent: one that fails (say, it does not exist)
+	// does not hold the others back.
 	var sent []int64
 	var pubErr error
 	for _, topic := range order {
@@ -227,8 +244,9 @@ func (r *Relay) pass(ctx context.Context) (published, read int, err error) {
 		for i, rw := range batch {
 			msgs[i] = rw.msg
 		}
-		if pubErr = r.publish(ctx, topic, msgs); pubErr != nil {
-			break
+		if err := r.publish(ctx, topic, msgs); err != nil {
+			pubErr = errors.Join(pubErr, err)
+			continue
 		}
 		for _, rw := range batch {
 			sent = append(sent, rw.seq)
