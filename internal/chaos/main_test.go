@@ -56,6 +56,7 @@ func seed(t *testing.T) uint64 {
 type server struct {
 	t     *testing.T
 	args  []string
+	wrap  []string // a command the server runs under, like prlimit (nil: none)
 	mu    sync.Mutex
 	cmd   *exec.Cmd
 	url   string
@@ -72,7 +73,14 @@ var listening = regexp.MustCompile(`url=(http://\S+)`)
 // dataDir unless the flags name a database.
 func startServer(t *testing.T, dataDir string, flags ...string) *server {
 	t.Helper()
-	s := &server{t: t, moved: make(chan struct{}), log: &tailBuffer{max: 1 << 20},
+	return startServerUnder(t, nil, dataDir, flags...)
+}
+
+// startServerUnder is startServer with the server run under the command
+// wrap (its arguments, then accord's).
+func startServerUnder(t *testing.T, wrap []string, dataDir string, flags ...string) *server {
+	t.Helper()
+	s := &server{t: t, wrap: wrap, moved: make(chan struct{}), log: &tailBuffer{max: 1 << 20},
 		args: append([]string{"server", "--data", dataDir, "--addr", "127.0.0.1:0", "--partitions", "8",
 			"--push-allow", "http://127.0.0.1:*"}, flags...)}
 	if err := s.start(); err != nil {
@@ -83,7 +91,10 @@ func startServer(t *testing.T, dataDir string, flags ...string) *server {
 }
 
 func (s *server) start() error {
-	cmd := exec.Command(accordBin, s.args...)
+	s.mu.Lock()
+	argv := append(slices.Clone(s.wrap), accordBin)
+	s.mu.Unlock()
+	cmd := exec.Command(argv[0], append(argv[1:], s.args...)...)
 	pipe, err := cmd.StderrPipe()
 	if err != nil {
 		return fmt.Errorf("stderr pipe: %w", err)
@@ -134,6 +145,16 @@ func (s *server) current() (string, int, <-chan struct{}) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.url, s.gen, s.moved
+}
+
+// pid is the running server's process id (0 while down).
+func (s *server) pid() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return 0
+	}
+	return s.cmd.Process.Pid
 }
 
 // exited reports whether the running server process has exited on its

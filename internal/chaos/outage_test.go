@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -268,7 +269,7 @@ func TestT8PostgresOutage(t *testing.T) {
 	pc := newPGCluster(t)
 	seed := seed(t)
 	dir := t.TempDir()
-	p, srv, counter, c := t8Setup(t, seed, "t8pg", filepath.Join(dir, "ledger.db"), filepath.Join(dir, "accord"),
+	p, srv, counter, c := t8Setup(t, seed, "t8pg", filepath.Join(dir, "ledger.db"), filepath.Join(dir, "accord"), nil,
 		"--database-url", pc.url())
 	ctx := context.Background()
 
@@ -373,18 +374,13 @@ func TestT8PostgresOutage(t *testing.T) {
 }
 
 // TestT8SQLiteDiskFull is the second half of scenario T8: the embedded
-// store's directory is a 16 MiB tmpfs, filled by sagas with large inputs.
-// Checks: the server answers the writes it cannot make with a 503 problem
-// (or exits with one clean "accord: …" line — no panic); the database
-// passes PRAGMA integrity_check while the disk is full; once the tmpfs is
-// grown, work resumes (the server restarted if it had exited) and every
-// acknowledged saga ends as planned; integrity_check is ok at the end too.
+// store's directory is a 16 MiB tmpfs, filled by sagas with large inputs
+// (see runT8Disk), then grown to 256 MiB.
 //
 // It needs to mount a tmpfs (root, and a sandbox that allows mount); when
 // it cannot, it fails with CI=true and is skipped otherwise.
 func TestT8SQLiteDiskFull(t *testing.T) {
 	t.Parallel()
-	seed := seed(t)
 	dir := t.TempDir()
 	mnt := filepath.Join(dir, "mnt")
 	if err := os.Mkdir(mnt, 0o755); err != nil {
@@ -398,8 +394,65 @@ func TestT8SQLiteDiskFull(t *testing.T) {
 			t.Errorf("umount %s: %v %s", mnt, err, out)
 		}
 	})
-	data := filepath.Join(mnt, "accord")
-	p, srv, counter, c := t8Setup(t, seed, "t8disk", filepath.Join(dir, "ledger.db"), data)
+	runT8Disk(t, dir, diskFault{name: "tmpfs-16MiB", data: filepath.Join(mnt, "accord"),
+		grow: func(t *testing.T, _ *server) {
+			if out, err := exec.Command("mount", "-o", "remount,size=256m", mnt).CombinedOutput(); err != nil {
+				t.Fatalf("grow the tmpfs: %v %s", err, out)
+			}
+		}})
+}
+
+// TestT8SQLiteFileSizeLimit is TestT8SQLiteDiskFull without root: the
+// server runs under prlimit with a file size limit (RLIMIT_FSIZE) of
+// 8 MiB, so its writes past 8 MiB in a file fail (EFBIG: SQLite's "disk
+// I/O error" rather than "disk is full"); the limit is then lifted on the
+// running process. It is skipped without prlimit (and fails with CI=true).
+func TestT8SQLiteFileSizeLimit(t *testing.T) {
+	t.Parallel()
+	prlimit, err := exec.LookPath("prlimit")
+	if err != nil {
+		needs(t, "prlimit not found")
+	}
+	dir := t.TempDir()
+	runT8Disk(t, dir, diskFault{name: "fsize-8MiB", data: filepath.Join(dir, "accord"),
+		wrap: []string{prlimit, fmt.Sprintf("--fsize=%d:", 8<<20), "--"},
+		grow: func(t *testing.T, srv *server) {
+			srv.mu.Lock()
+			srv.wrap = nil // a restart runs without the limit
+			srv.mu.Unlock()
+			if pid := srv.pid(); pid != 0 && !srv.exited() {
+				if out, err := exec.Command(prlimit, "--pid", strconv.Itoa(pid), "--fsize=unlimited:").CombinedOutput(); err != nil {
+					t.Fatalf("lift the file size limit: %v %s", err, out)
+				}
+			}
+		}})
+}
+
+// diskFault is how a T8 disk test runs out of room and gets it back.
+type diskFault struct {
+	name string   // in the figure line
+	data string   // the store's directory
+	wrap []string // the command the server runs under (nil: none)
+	grow func(t *testing.T, srv *server)
+}
+
+// runT8Disk fills the store under load: sagas whose input carries 4 KiB
+// of padding, started without pause until the first start fails, and for
+// 3 s after (full: 30 s, past the 10 s lease). Checks: the server answers
+// the writes it cannot make with a 503 problem (or exits with one clean
+// "accord: …" line — no panic); the database passes PRAGMA
+// integrity_check while it is still out of room; once f.grow has given the
+// room back, work resumes (the server restarted if it had exited) and
+// every acknowledged saga ends as planned; integrity_check is ok at the
+// end too.
+func runT8Disk(t *testing.T, dir string, f diskFault) {
+	fullFor := 3 * time.Second
+	if full() {
+		fullFor = 30 * time.Second
+	}
+	seed := seed(t)
+	data := f.data
+	p, srv, counter, c := t8Setup(t, seed, "t8disk", filepath.Join(dir, "ledger.db"), data, f.wrap)
 	ctx := context.Background()
 
 	begin := time.Now()
@@ -407,18 +460,18 @@ func TestT8SQLiteDiskFull(t *testing.T) {
 	l := &load{c: c, def: "t8disk", steps: stepNames(3), seed: seed, pad: strings.Repeat("x", 4<<10), giveUp: true}
 	l.run(ctx, 4, 0, stop)
 	// Until the writes fail (or the server goes), then a little longer.
-	var full time.Time
-	for full.IsZero() && time.Since(begin) < 90*time.Second {
+	var filled time.Time
+	for filled.IsZero() && time.Since(begin) < 90*time.Second {
 		if l.failures.Load() > 0 || srv.exited() {
-			full = time.Now()
+			filled = time.Now()
 		}
 		<-time.After(50 * time.Millisecond) // watching for the first failure
 	}
-	if full.IsZero() {
+	if filled.IsZero() {
 		n, _ := l.ackedSince(time.Time{})
-		t.Fatalf("90 s of starts and the 16 MiB disk is not full: %d sagas", n)
+		t.Fatalf("90 s of starts and the store (%s) is not full: %d sagas", f.name, n)
 	}
-	<-time.After(3 * time.Second) // the load goes on against the full disk
+	<-time.After(fullFor) // the load goes on against the full disk
 	close(stop)
 	plans := l.result()
 	problems, noAnswer := counter.snapshot()
@@ -437,9 +490,7 @@ func TestT8SQLiteDiskFull(t *testing.T) {
 
 	// Room again: the server goes on (or is started again) and finishes
 	// every acknowledged saga.
-	if out, err := exec.Command("mount", "-o", "remount,size=256m", mnt).CombinedOutput(); err != nil {
-		t.Fatalf("grow the tmpfs: %v %s", err, out)
-	}
+	f.grow(t, srv)
 	grown := time.Now()
 	exitLine := ""
 	if exitedOnFull {
@@ -466,9 +517,9 @@ func TestT8SQLiteDiskFull(t *testing.T) {
 	res := Check(ctx, c, ledger, plans)
 	srv.stop()
 	integrityEnd := integrityCheck(t, filepath.Join(data, "accord.db"))
-	report(t, fmt.Sprintf("T8-disk seed=%d disk=tmpfs-16MiB sagas=%d completed=%d compensated=%d lost=%d duplicated=%d stuck=%d start_failures=%d answers_5xx=%v no_answer=%d server_exited=%t db_bytes=%d wal_bytes=%d integrity_when_full=%s integrity_at_end=%s full_after_ms=%d drain_ms=%d elapsed_s=%.0f",
-		seed, res.Sagas, res.Completed, res.Compensated, res.Lost, res.Duplicated, res.Stuck, l.failures.Load(), problems, len(noAnswer),
-		exitedOnFull, dbBytes, walBytes, integrityFull, integrityEnd, full.Sub(begin).Milliseconds(), drain.Milliseconds(), time.Since(begin).Seconds()), res)
+	report(t, fmt.Sprintf("T8-disk seed=%d disk=%s full_for_s=%.0f sagas=%d completed=%d compensated=%d lost=%d duplicated=%d stuck=%d start_failures=%d answers_5xx=%v no_answer=%d server_exited=%t db_bytes=%d wal_bytes=%d integrity_when_full=%s integrity_at_end=%s full_after_ms=%d drain_ms=%d elapsed_s=%.0f",
+		seed, f.name, fullFor.Seconds(), res.Sagas, res.Completed, res.Compensated, res.Lost, res.Duplicated, res.Stuck, l.failures.Load(), problems, len(noAnswer),
+		exitedOnFull, dbBytes, walBytes, integrityFull, integrityEnd, filled.Sub(begin).Milliseconds(), drain.Milliseconds(), time.Since(begin).Seconds()), res)
 	if exitedOnFull {
 		t.Logf("the server exited on the full disk; its last line: %s", exitLine)
 		if !strings.HasPrefix(exitLine, "accord: ") || strings.Contains(srv.log.String(), "panic") {
@@ -493,17 +544,17 @@ func TestT8SQLiteDiskFull(t *testing.T) {
 }
 
 // t8Setup starts a participant with its ledger at ledger and a server on
-// data with flags, and registers the definition def of 3 steps pushed to
+// data with flags (under wrap), and registers the definition def of 3 steps pushed to
 // the participant. The client counts the API's 5xx answers and does not
 // retry.
-func t8Setup(t *testing.T, seed uint64, def, ledger, data string, flags ...string) (*Participant, *server, *problemCounter, *client.Client) {
+func t8Setup(t *testing.T, seed uint64, def, ledger, data string, wrap []string, flags ...string) (*Participant, *server, *problemCounter, *client.Client) {
 	t.Helper()
 	p, err := NewParticipant(ledger, ParticipantConfig{Latency: time.Millisecond, LatencyJitter: 2 * time.Millisecond, Seed: seed})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.Close() })
-	srv := startServer(t, data, flags...)
+	srv := startServerUnder(t, wrap, data, flags...)
 	counter := newProblemCounter()
 	c := srv.client(t, client.WithHTTPClient(&http.Client{Transport: counter}), client.WithRetries(0),
 		client.WithTimeout(15*time.Second))
