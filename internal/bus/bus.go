@@ -79,8 +79,7 @@ type Bus struct {
 	topicsMu sync.Mutex
 	topics   map[string]cachedTopic
 
-	sigMu   sync.Mutex
-	signals map[string]chan struct{}
+	wake *wakeups
 
 	lifeMu  sync.Mutex
 	cancel  context.CancelFunc
@@ -117,7 +116,7 @@ func New(cfg Config) (*Bus, error) {
 		log:     cfg.Logger,
 		parts:   cfg.Store.Info().Partitions,
 		topics:  map[string]cachedTopic{},
-		signals: map[string]chan struct{}{},
+		wake:    newWakeups(),
 		runners: map[string]*runner{},
 	}
 	b.metrics = newMetrics(cfg.Registerer)
@@ -126,25 +125,7 @@ func New(cfg Config) (*Bus, error) {
 
 // Notify wakes the receivers waiting on a topic: the engine calls it after
 // a commit that published to the topic (engine.Config.OnPublish).
-func (b *Bus) Notify(topic string) {
-	b.sigMu.Lock()
-	if ch, ok := b.signals[topic]; ok {
-		close(ch)
-		delete(b.signals, topic)
-	}
-	b.sigMu.Unlock()
-}
-
-func (b *Bus) signal(topic string) <-chan struct{} {
-	b.sigMu.Lock()
-	defer b.sigMu.Unlock()
-	ch, ok := b.signals[topic]
-	if !ok {
-		ch = make(chan struct{})
-		b.signals[topic] = ch
-	}
-	return ch
-}
+func (b *Bus) Notify(topic string) { b.wake.all(topic) }
 
 // ---- topics
 

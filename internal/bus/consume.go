@@ -72,15 +72,17 @@ func (b *Bus) receive(ctx context.Context, g Group, max int, wait, visibility ti
 	poll := time.NewTimer(b.cfg.PollInterval)
 	defer poll.Stop()
 	for {
-		sig := b.signal(g.Topic)
+		sig, stopWaiting := b.wake.wait(g.Topic, g.Name)
 		res, err := b.store.DeliveryClaim(ctx, &storage.DeliveryClaimParams{
 			Topic: g.Topic, Group: g.Name, Limit: max, Visibility: visibility, MaxDeliveries: g.Effective.MaxDeliveries,
 		})
 		if err != nil {
+			stopWaiting()
 			return nil, fmt.Errorf("bus: receive: %w", err)
 		}
 		b.metrics.claimed(g, res)
 		if len(res.Deliveries) > 0 {
+			stopWaiting()
 			out := make([]Delivery, len(res.Deliveries))
 			for i, d := range res.Deliveries {
 				out[i] = deliveryFrom(d)
@@ -89,6 +91,7 @@ func (b *Bus) receive(ctx context.Context, g Group, max int, wait, visibility ti
 		}
 		left := time.Until(deadline)
 		if left <= 0 {
+			stopWaiting()
 			return nil, nil
 		}
 		poll.Reset(min(b.cfg.PollInterval, left))
@@ -96,8 +99,10 @@ func (b *Bus) receive(ctx context.Context, g Group, max int, wait, visibility ti
 		case <-sig:
 		case <-poll.C:
 		case <-ctx.Done():
+			stopWaiting()
 			return nil, ctx.Err()
 		}
+		stopWaiting()
 	}
 }
 
@@ -190,15 +195,21 @@ func (b *Bus) Ack(ctx context.Context, topic, group string, receipts []string) (
 	if err != nil {
 		return nil, fmt.Errorf("bus: ack: %w", err)
 	}
+	acked := 0
 	for j, e := range res {
 		if errors.Is(e, storage.ErrTaskClaimLost) {
 			e = ErrReceiptLost
 		}
 		out[at[j]] = e
 		if e == nil {
+			acked++
 			b.metrics.acked.WithLabelValues(topic, group).Inc()
 		}
 	}
+	// Each ack may release the next message of its key: wake as many
+	// receivers of the group waiting here rather than leave it to their
+	// next poll.
+	b.wake.some(topic, group, acked)
 	return out, nil
 }
 
@@ -250,8 +261,12 @@ func (b *Bus) Nack(ctx context.Context, topic, group, rcpt, reason string, delay
 	}
 	if deadLetter {
 		b.metrics.deadLettered.WithLabelValues(topic, group).Inc()
+		b.wake.some(topic, group, 1) // the next message of its key is released
 	} else {
 		b.metrics.nacked.WithLabelValues(topic, group).Inc()
+		if delay == 0 {
+			b.wake.some(topic, group, 1)
+		}
 	}
 	return nil
 }
