@@ -72,11 +72,15 @@ var ErrBreakerOpen = errors.New("subscriber: circuit breaker open")
 
 // CircuitBreaker stops calling a failing dependency: the handler runs
 // through a github.com/sony/gobreaker/v2 breaker with settings st. While
-// the breaker is open, messages are nacked at once with ErrBreakerOpen,
-// to be handed out again after st.Timeout (default 60s), when the breaker
-// lets a trial through. Each refusal still counts as a delivery of the
-// message: give the group enough max deliveries. Permanent errors and
-// cancelled contexts do not count as the dependency's failures.
+// the breaker is open, a message is held rather than refused: the
+// middleware waits, trying again every second or so, until the breaker lets
+// a trial through (after st.Timeout, default 60s) — the subscriber's
+// heartbeats keep the message claimed meanwhile, so an outage does not
+// spend its deliveries, and the held messages fill the subscriber's
+// concurrency, which pauses receiving. If ctx ends first (the subscriber
+// stops), the message is nacked with ErrBreakerOpen, to be handed out again
+// after the breaker's timeout. Permanent errors and cancelled contexts do
+// not count as the dependency's failures.
 func CircuitBreaker(st gobreaker.Settings) Middleware {
 	if st.IsExcluded == nil {
 		st.IsExcluded = func(err error) bool {
@@ -87,14 +91,23 @@ func CircuitBreaker(st gobreaker.Settings) Middleware {
 	if wait <= 0 {
 		wait = 60 * time.Second
 	}
+	probe := min(wait/4, time.Second)
 	cb := gobreaker.NewCircuitBreaker[struct{}](st)
 	return func(h Handler) Handler {
 		return func(ctx context.Context, m *Message) error {
-			_, err := cb.Execute(func() (struct{}, error) { return struct{}{}, h(ctx, m) })
-			if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
-				return Delay(fmt.Errorf("%w: %w", ErrBreakerOpen, err), wait)
+			for {
+				_, err := cb.Execute(func() (struct{}, error) { return struct{}{}, h(ctx, m) })
+				if !errors.Is(err, gobreaker.ErrOpenState) && !errors.Is(err, gobreaker.ErrTooManyRequests) {
+					return err
+				}
+				t := time.NewTimer(probe)
+				select {
+				case <-ctx.Done():
+					t.Stop()
+					return Delay(fmt.Errorf("%w: %w", ErrBreakerOpen, err), wait)
+				case <-t.C:
+				}
 			}
-			return err
 		}
 	}
 }

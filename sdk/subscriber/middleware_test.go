@@ -94,12 +94,41 @@ func TestCircuitBreaker(t *testing.T) {
 		}
 	}
 	fail = false
-	err := h(ctx, &Message{})
+	// Open for an hour: the message is held until its context ends, then
+	// nacked for after the breaker's timeout, without a call.
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	err := h(short, &Message{})
 	if !errors.Is(err, ErrBreakerOpen) || !errors.Is(err, gobreaker.ErrOpenState) || calls != 3 {
 		t.Fatalf("err %v after %d calls; want ErrBreakerOpen without a call", err, calls)
 	}
 	if d := delayOf(err); d != time.Hour {
 		t.Fatalf("delay %v, want the breaker's timeout", d)
+	}
+
+	// Open for 100ms: the message is held, then goes through the trial.
+	calls = 0
+	fail = true
+	quick := CircuitBreaker(gobreaker.Settings{
+		Timeout:     100 * time.Millisecond,
+		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= 1 },
+	})(func(context.Context, *Message) error {
+		calls++
+		if fail {
+			return errFlaky
+		}
+		return nil
+	})
+	if err := quick(ctx, &Message{}); !errors.Is(err, errFlaky) {
+		t.Fatalf("err %v, want errFlaky", err)
+	}
+	fail = false
+	held := time.Now()
+	if err := quick(ctx, &Message{}); err != nil || calls != 2 {
+		t.Fatalf("err %v after %d calls; want the held message to succeed at the trial", err, calls)
+	}
+	if d := time.Since(held); d < 50*time.Millisecond {
+		t.Fatalf("held %v: the breaker was open, the call should have waited", d)
 	}
 }
 
