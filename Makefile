@@ -39,9 +39,10 @@ fuzz: ## run every fuzz target of every package, FUZZTIME each (default 30s); pl
 		done; \
 	done
 
-bench: build ## storage and saga benchmarks (see BENCHMARKS.md)
+bench: build ## storage, saga and bus benchmarks (see BENCHMARKS.md)
 	$(BIN) bench storage
 	$(BIN) bench --sagas 4000
+	$(BIN) bench bus
 
 clean: ## remove build output
 	rm -rf bin
