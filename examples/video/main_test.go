@@ -3,79 +3,23 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"net"
-	"net/http"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/accord-saga/accord/internal/server"
+	"github.com/accord-saga/accord/examples/internal/exampletest"
 	"github.com/accord-saga/accord/sdk/client"
 )
-
-type logWriter struct{ t *testing.T }
-
-func (w logWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
-
-// startServer runs the Accord server in this process, with push calls to
-// loopback allowed, until the test ends.
-func startServer(t *testing.T) *client.Client {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	cfg := server.DefaultConfig()
-	cfg.Addr, cfg.DataDir, cfg.Partitions, cfg.LogLevel = addr, t.TempDir(), 4, "error"
-	cfg.PushAllow = []string{"http://127.0.0.1:*"}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- server.Run(ctx, cfg) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("server: %v", err)
-		}
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if res, err := http.Get("http://" + addr + "/readyz"); err == nil {
-			res.Body.Close()
-			if res.StatusCode == http.StatusOK {
-				break
-			}
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("server: %v", err)
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("server not ready within 30s")
-		}
-	}
-	c, err := client.New("http://" + addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
 
 // TestVideo runs the saga against a real server with the push
 // participants: the three processing steps run at the same time and the
 // announcement waits for all three; when transcoding fails, what the other
 // two made is deleted and nothing is announced.
 func TestVideo(t *testing.T) {
-	c := startServer(t)
+	c := exampletest.StartServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	s := newServices(logWriter{t})
+	s := newServices(exampletest.Log(t))
 	got, err := run(ctx, c, s, []Video{{ID: "cat", Codec: "h264"}, {ID: "dog", Codec: "av1"}})
 	if err != nil {
 		t.Fatal(err)

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/accord-saga/accord/examples/choreography/internal/exampletest"
+	"github.com/accord-saga/accord/examples/internal/exampletest"
 )
 
 // TestApproval runs the flow against a real server: the webhook endpoint

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/accord-saga/accord/examples/choreography/internal/exampletest"
+	"github.com/accord-saga/accord/examples/internal/exampletest"
 )
 
 // TestFanout runs the flow against a real server: each of the three

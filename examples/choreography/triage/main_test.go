@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/accord-saga/accord/examples/choreography/internal/exampletest"
+	"github.com/accord-saga/accord/examples/internal/exampletest"
 )
 
 // TestTriage runs the flow against a real server: every ticket is
