@@ -24,7 +24,13 @@ CPU per saga and peak memory, and — measured in the same run on the same
 store — the store's batched append rate, so the figures read as ratios.
 
 CPU and memory are the whole process's: engine, participant and load
-generator together, so they are an upper bound for the server alone.`,
+generator together, so they are an upper bound for the server alone.
+
+With --server URL it measures a running server instead, through the HTTP
+API (start, then the wait long poll), with push participants on loopback in
+this process (the server needs --push-allow 'http://127.0.0.1:*') or pull
+workers of the Go SDK; CPU and memory are then the server's alone, read
+from its /metrics, and the store's append rate is not measured.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if cpuProfile != "" {
@@ -48,7 +54,11 @@ generator together, so they are an upper bound for the server alone.`,
 				}
 				return err
 			}
-			res, err := bench.RunSaga(cmd.Context(), cfg)
+			run := bench.RunSaga
+			if cfg.Server != "" {
+				run = bench.RunRemote
+			}
+			res, err := run(cmd.Context(), cfg)
 			if err != nil {
 				return err
 			}
@@ -56,6 +66,7 @@ generator together, so they are an upper bound for the server alone.`,
 		},
 	}
 	f := cmd.Flags()
+	f.StringVar(&cfg.Server, "server", "", "URL of a running server to measure, instead of an engine in this process")
 	f.StringVar(&cfg.Workload, "workload", "transfer", "transfer (2 steps) or order (4 steps)")
 	f.StringVar(&cfg.Mode, "mode", "push", "push (HTTP participant on loopback) or pull (workers polling task queues)")
 	f.StringVar(&cfg.Store, "store", "sqlite", "sqlite or postgres")

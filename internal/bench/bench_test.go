@@ -3,6 +3,8 @@ package bench
 import (
 	"context"
 	"testing"
+
+	"github.com/accord-saga/accord/sdk/sdktest"
 )
 
 // These run the benchmarks small, to check that they do what they report;
@@ -45,5 +47,19 @@ func TestRunBusDeliversEveryMessageToEveryGroup(t *testing.T) {
 	}
 	if res.Delivered != 1200 || res.PublishPerSec <= 0 || res.DeliveredPerSec <= 0 || res.E2EP99ms <= 0 {
 		t.Fatalf("%+v: want 1200 deliveries (600 messages × 2 groups) and figures", res)
+	}
+}
+
+func TestRunRemotePullWithSDKWorkers(t *testing.T) {
+	srv := sdktest.NewServer(t)
+	res, err := RunRemote(context.Background(), SagaConfig{Server: srv.URL, Mode: "pull", Sagas: 40, Concurrency: 8, Warmup: -1, FailRate: 0.5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Completed+res.Compensated != 40 || res.Completed == 0 || res.Compensated == 0 {
+		t.Fatalf("%+v: want all 40 sagas ended, both outcomes", res)
+	}
+	if res.SagasPerSec <= 0 || res.E2EP99ms <= 0 || res.ServerCPUmsPerSaga <= 0 || res.PeakRSSMB <= 0 {
+		t.Fatalf("%+v: figures missing", res)
 	}
 }

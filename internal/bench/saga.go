@@ -7,11 +7,8 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net"
-	"net/http"
 	"os"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -52,6 +49,9 @@ type SagaConfig struct {
 	Durability string
 	// Logger for the engine. Default discards.
 	Logger *slog.Logger
+	// Server, if set, is the URL of a running server to measure instead of
+	// an engine in this process (RunRemote).
+	Server string
 }
 
 // SagaResult is what a saga benchmark reports.
@@ -109,38 +109,17 @@ func RunSaga(ctx context.Context, cfg SagaConfig) (*SagaResult, error) {
 	}
 	defer cleanup()
 
-	// The participant: answers every call at once; fails the last step of
-	// the sagas whose input says so.
-	handle := func(step, phase string, input []byte) (outcome string) {
-		if phase == "action" && (step == "credit" || step == "shipping") && strings.Contains(string(input), `"fail":true`) {
-			return "failure"
-		}
-		return "success"
-	}
-
+	handle := participant
 	var push *dispatch.Push
 	var eng *engine.Engine
 	target := "queue: bench"
-	var srv *http.Server
 	if cfg.Mode == "push" {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		url, stop, err := pushParticipant()
 		if err != nil {
 			return nil, err
 		}
-		srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			body, _ := io.ReadAll(r.Body)
-			if handle(r.Header.Get("Accord-Step"), r.Header.Get("Accord-Phase"), body) == "failure" {
-				w.Header().Set("Content-Type", "application/problem+json")
-				w.WriteHeader(http.StatusUnprocessableEntity)
-				_, _ = w.Write([]byte(`{"type":"about:blank","title":"declined","code":"declined"}`))
-				return
-			}
-			w.Header().Set("Content-Type", "application/json")
-			_, _ = w.Write([]byte(`{"ok":true}`))
-		})}
-		go func() { _ = srv.Serve(ln) }()
-		defer srv.Close()
-		target = "http: \"http://" + ln.Addr().String() + "/step\""
+		defer stop()
+		target = "http: \"" + url + "\""
 		push, err = dispatch.New(dispatch.Config{
 			Complete: func(ctx context.Context, r engine.Result) error { return eng.CompleteTask(ctx, r) },
 			Allow:    []string{"http://127.0.0.1:*"},
