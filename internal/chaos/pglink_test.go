@@ -56,10 +56,10 @@ func (s *statusCounter) others() map[int]int {
 }
 
 // TestT3AmbiguousCommits is scenario T3: the server runs on PostgreSQL
-// through a proxy that resets every connection at random moments under
-// load, so that commits are cut before, during and after they reach the
-// database, and that now and then refuses connections for a while (the
-// link is down). At the end: every acknowledged saga ended once, no step
+// through a proxy that, under load, cuts links right after forwarding a
+// COMMIT (the database commits, the server never hears: an ambiguous
+// commit), resets every connection at other random moments, and now and
+// then refuses connections for a while (the link is down). At the end: every acknowledged saga ended once, no step
 // result was recorded twice, no effect was applied twice, the API
 // answered 503 and never another 5xx while the link was down, the server
 // never crashed, and work resumed by itself.
@@ -70,7 +70,7 @@ func TestT3AmbiguousCommits(t *testing.T) {
 	t.Parallel()
 	sagas, cuts, minGap, maxGap := 200, 12, 200*time.Millisecond, 700*time.Millisecond
 	if full() {
-		sagas, cuts, minGap, maxGap = 3000, 1000, 20*time.Millisecond, 200*time.Millisecond
+		sagas, cuts, minGap, maxGap = 3000, 2000, 20*time.Millisecond, 200*time.Millisecond
 	}
 	const downEvery, downFor = 4, time.Second
 	dbURL := pgtest.URL(t)
@@ -83,7 +83,7 @@ func TestT3AmbiguousCommits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	proxy, err := NewProxy(u.Host)
+	proxy, err := NewPGProxy(u.Host)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +165,11 @@ func TestT3AmbiguousCommits(t *testing.T) {
 		done++
 		lastCut = time.Now()
 		if done%downEvery != 0 {
-			reset += int64(proxy.Reset())
+			if rng.IntN(3) > 0 {
+				proxy.ArmCommitCuts(1) // the next COMMIT, on whichever connection
+			} else {
+				reset += int64(proxy.Reset())
+			}
 			continue
 		}
 		downs++
@@ -214,14 +218,17 @@ func TestT3AmbiguousCommits(t *testing.T) {
 	}
 	res := Check(ctx, c, ledger, plans)
 	others := counter.others()
-	report(t, fmt.Sprintf("T3 seed=%d sagas=%d completed=%d compensated=%d cuts=%d connections_reset=%d downs=%d lost=%d duplicated=%d stuck=%d redeliveries=%d start_resends=%d api_503=%d api_other_5xx=%v reads_while_down=%d ok_while_down=%d drain_ms=%d elapsed_s=%.0f",
-		seed, res.Sagas, res.Completed, res.Compensated, done, reset, downs, res.Lost, res.Duplicated, res.Stuck, res.Redeliveries,
+	report(t, fmt.Sprintf("T3 seed=%d sagas=%d completed=%d compensated=%d cuts=%d commit_cuts=%d connections_reset=%d downs=%d lost=%d duplicated=%d stuck=%d redeliveries=%d start_resends=%d api_503=%d api_other_5xx=%v reads_while_down=%d ok_while_down=%d drain_ms=%d elapsed_s=%.0f",
+		seed, res.Sagas, res.Completed, res.Compensated, done, proxy.CommitCuts(), reset, downs, res.Lost, res.Duplicated, res.Stuck, res.Redeliveries,
 		resends.Load(), counter.count(http.StatusServiceUnavailable), others, downReads, downOK, drain.Milliseconds(), time.Since(begin).Seconds()), res)
 	if res.Failed() {
 		t.Logf("server log (tail):\n%s", srv.log.String())
 	}
 	if len(others) > 0 {
 		t.Errorf("the API answered 5xx other than 503: %v", others)
+	}
+	if proxy.CommitCuts() == 0 {
+		t.Errorf("no link was cut at commit time: the scenario did not make an ambiguous commit")
 	}
 	if downs > 0 && counter.count(http.StatusServiceUnavailable) == 0 {
 		t.Errorf("the link was down %d times and the API never answered 503", downs)

@@ -1,10 +1,13 @@
 package chaos
 
 import (
+	"bufio"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,6 +27,12 @@ type Proxy struct {
 
 	accepted atomic.Int64
 	cuts     atomic.Int64
+
+	// pg makes the proxy read the PostgreSQL protocol from the client, so
+	// that it can cut a link right after forwarding a COMMIT.
+	pg         bool
+	commitArms atomic.Int64 // COMMITs still to cut
+	commitCuts atomic.Int64
 
 	mu     sync.Mutex
 	conns  map[*link]struct{}
@@ -50,6 +59,26 @@ func NewProxy(target string) (*Proxy, error) {
 	go p.accept()
 	return p, nil
 }
+
+// NewPGProxy is NewProxy for a PostgreSQL server: it can also cut a link
+// at commit time (ArmCommitCuts).
+func NewPGProxy(target string) (*Proxy, error) {
+	p, err := NewProxy(target)
+	if err == nil {
+		p.pg = true
+	}
+	return p, err
+}
+
+// ArmCommitCuts makes the proxy cut the next n COMMITs it forwards, on any
+// connection: right after a COMMIT (with, in a pipeline, its Sync) is
+// forwarded, the client's side of the link is reset and the database's
+// closed normally, so the database reads the COMMIT and carries it out
+// while the client never learns whether it committed: an ambiguous commit.
+func (p *Proxy) ArmCommitCuts(n int) { p.commitArms.Add(int64(n)) }
+
+// CommitCuts is how many links were cut right after a COMMIT.
+func (p *Proxy) CommitCuts() int64 { return p.commitCuts.Load() }
 
 // Addr is the proxy's listening address, host:port.
 func (p *Proxy) Addr() string { return p.ln.Addr().String() }
@@ -189,7 +218,14 @@ func (p *Proxy) serve(l *link) {
 	l.server = s
 	p.mu.Unlock()
 	done := make(chan struct{}, 2)
-	go func() { p.pipe(l.server, l.client); done <- struct{}{} }()
+	go func() {
+		if p.pg {
+			p.pipePG(l)
+		} else {
+			p.pipe(l.server, l.client)
+		}
+		done <- struct{}{}
+	}()
 	go func() { p.pipe(l.client, l.server); done <- struct{}{} }()
 	<-done
 	l.close(false)
@@ -216,4 +252,102 @@ func (p *Proxy) pipe(dst, src net.Conn) {
 			return
 		}
 	}
+}
+
+// pipePG copies the client's PostgreSQL messages to the server one by one
+// (applying the latency and the blackhole as pipe does), and cuts the
+// client's side right after a COMMIT when a commit cut is armed.
+func (p *Proxy) pipePG(l *link) {
+	r := bufio.NewReaderSize(l.client, 32<<10)
+	forward := func(msg []byte) bool {
+		if d := time.Duration(p.latency.Load()); d > 0 {
+			time.Sleep(d) // the injected latency
+		}
+		if p.blackhole.Load() {
+			return true
+		}
+		_, err := l.server.Write(msg)
+		return err == nil
+	}
+	// Untyped messages first: SSL or GSS encryption requests, then the
+	// startup message.
+	for {
+		var head [4]byte
+		if _, err := io.ReadFull(r, head[:]); err != nil {
+			return
+		}
+		n := int(binary.BigEndian.Uint32(head[:]))
+		if n < 8 || n > 1<<20 {
+			return
+		}
+		msg := make([]byte, n)
+		copy(msg, head[:])
+		if _, err := io.ReadFull(r, msg[4:]); err != nil {
+			return
+		}
+		if !forward(msg) {
+			return
+		}
+		code := binary.BigEndian.Uint32(msg[4:8])
+		if code != 80877103 && code != 80877104 { // SSLRequest, GSSENCRequest
+			break
+		}
+	}
+	stmts := map[string]bool{} // prepared statement name → it is COMMIT
+	pendingCommit := false
+	for {
+		var head [5]byte
+		if _, err := io.ReadFull(r, head[:]); err != nil {
+			return
+		}
+		n := int(binary.BigEndian.Uint32(head[1:]))
+		if n < 4 || n > 1<<30 {
+			return
+		}
+		msg := make([]byte, 1+n)
+		copy(msg, head[:])
+		if _, err := io.ReadFull(r, msg[5:]); err != nil {
+			return
+		}
+		if !forward(msg) {
+			return
+		}
+		// A COMMIT comes as a simple query, or — in a pipeline — as the
+		// execution of a statement parsed as COMMIT (perhaps long before,
+		// when it was first prepared), carried out when the Sync arrives.
+		commit := false
+		switch head[0] {
+		case 'Q':
+			commit = isCommit(msg[5:])
+		case 'P': // Parse: name, query, ...
+			name, rest, _ := strings.Cut(string(msg[5:]), "\x00")
+			stmts[name] = isCommit([]byte(rest))
+		case 'B': // Bind: portal, statement, ...
+			parts := strings.SplitN(string(msg[5:]), "\x00", 3)
+			if len(parts) >= 2 && stmts[parts[1]] {
+				pendingCommit = true
+			}
+		case 'S': // Sync
+			commit, pendingCommit = pendingCommit, false
+		}
+		if commit {
+			if p.commitArms.Add(-1) >= 0 {
+				p.commitCuts.Add(1)
+				if tc, ok := l.client.(*net.TCPConn); ok {
+					_ = tc.SetLinger(0)
+				}
+				_ = l.client.Close() // the server's answer has nowhere to go
+				return
+			}
+			p.commitArms.Add(1) // none was armed
+		}
+	}
+}
+
+// isCommit reports whether a query text (NUL-terminated, perhaps with more
+// after it) is COMMIT.
+func isCommit(b []byte) bool {
+	q, _, _ := strings.Cut(string(b), "\x00")
+	q = strings.TrimSuffix(strings.TrimSpace(q), ";")
+	return strings.EqualFold(strings.TrimSpace(q), "commit")
 }
