@@ -4,12 +4,28 @@ import (
 	"context"
 	"database/sql"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
 // checkpointInterval is how often the checkpointer moves committed pages
 // from the write-ahead log into the database file.
 const checkpointInterval = 100 * time.Millisecond
+
+// walLimitFrames bounds the write-ahead log (64 MiB of 4 KiB pages). Under
+// a sustained write load PASSIVE checkpoints alone never catch up: the log
+// is only restarted from its beginning once every frame has been copied
+// and no reader still uses it, which a busy store never reaches, so the log
+// grows without end — and with it the cost of every read, which searches
+// it. Past this size the checkpointer asks the writer for a TRUNCATE
+// checkpoint, which the writer runs on its own connection between two
+// batches (a checkpoint on another connection would wait for a pause in
+// the writing that never comes): it waits for readers to move to the
+// database file, copies the rest, and empties the log. Commits wait for it
+// meanwhile — a pause of a fraction of a second every 64 MiB of log.
+var walLimitFrames atomic.Int64 // 16384; a variable for tests
+
+func init() { walLimitFrames.Store(16384) }
 
 // checkpointer runs WAL checkpoints on a connection of its own, so that
 // they never stall the writer. SQLite's automatic checkpoint runs inside
@@ -23,12 +39,13 @@ const checkpointInterval = 100 * time.Millisecond
 // does at every commit.
 type checkpointer struct {
 	db   *sql.DB
+	full func() // asks the writer for a TRUNCATE checkpoint
 	stop chan struct{}
 	wg   sync.WaitGroup
 }
 
-func startCheckpointer(db *sql.DB) *checkpointer {
-	c := &checkpointer{db: db, stop: make(chan struct{})}
+func startCheckpointer(db *sql.DB, full func()) *checkpointer {
+	c := &checkpointer{db: db, full: full, stop: make(chan struct{})}
 	c.wg.Add(1)
 	go c.run()
 	return c
@@ -48,7 +65,10 @@ func (c *checkpointer) run() {
 		// tick; meanwhile the log grows, and nothing is lost.
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		var busy, logFrames, checkpointed int
-		_ = c.db.QueryRowContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &logFrames, &checkpointed)
+		err := c.db.QueryRowContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &logFrames, &checkpointed)
+		if err == nil && int64(logFrames) > walLimitFrames.Load() {
+			c.full()
+		}
 		cancel()
 	}
 }

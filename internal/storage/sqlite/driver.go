@@ -149,7 +149,7 @@ func (d *Driver) open(ctx context.Context, cfg Config, abs string) error {
 	cdb.SetMaxIdleConns(1)
 	cdb.SetConnMaxLifetime(0)
 	cdb.SetConnMaxIdleTime(0)
-	d.ckpt = startCheckpointer(cdb)
+	d.ckpt = startCheckpointer(cdb, func() { d.w.walFull.Store(true) })
 	return nil
 }
 

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/accord-saga/accord/internal/storage"
 )
@@ -65,6 +67,10 @@ type writer struct {
 
 	batch []*request
 	retry []*request // scratch for runBatch
+
+	// walFull is set by the checkpointer when the write-ahead log has
+	// outgrown its limit; the writer then truncates it between batches.
+	walFull atomic.Bool
 }
 
 func startWriter(ctx context.Context, conn *sql.Conn, c *clock, partitions int) (*writer, error) {
@@ -183,7 +189,20 @@ func (w *writer) run() {
 			r.done <- struct{}{}
 			w.batch[i] = nil
 		}
+		if w.walFull.Swap(false) {
+			w.truncateWAL()
+		}
 	}
+}
+
+// truncateWAL runs a TRUNCATE checkpoint on the writer's connection (see
+// walLimitFrames). A checkpoint that cannot finish now (a reader outlived
+// the busy timeout) is asked for again by the checkpointer.
+func (w *writer) truncateWAL() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var busy, logFrames, checkpointed int
+	_ = w.conn.QueryRowContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)").Scan(&busy, &logFrames, &checkpointed)
 }
 
 func (w *writer) drain() {
