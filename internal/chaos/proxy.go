@@ -49,12 +49,14 @@ type link struct {
 
 // NewProxy listens on 127.0.0.1 (a free port) and forwards to target
 // (host:port).
-func NewProxy(target string) (*Proxy, error) {
+func NewProxy(target string) (*Proxy, error) { return newProxy(target, false) }
+
+func newProxy(target string, pg bool) (*Proxy, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, fmt.Errorf("chaos: proxy listen: %w", err)
 	}
-	p := &Proxy{ln: ln, target: target, conns: map[*link]struct{}{}}
+	p := &Proxy{ln: ln, target: target, pg: pg, conns: map[*link]struct{}{}}
 	p.wg.Add(1)
 	go p.accept()
 	return p, nil
@@ -62,13 +64,7 @@ func NewProxy(target string) (*Proxy, error) {
 
 // NewPGProxy is NewProxy for a PostgreSQL server: it can also cut a link
 // at commit time (ArmCommitCuts).
-func NewPGProxy(target string) (*Proxy, error) {
-	p, err := NewProxy(target)
-	if err == nil {
-		p.pg = true
-	}
-	return p, err
-}
+func NewPGProxy(target string) (*Proxy, error) { return newProxy(target, true) }
 
 // ArmCommitCuts makes the proxy cut the next n COMMITs it forwards, on any
 // connection: right after a COMMIT (with, in a pipeline, its Sync) is
