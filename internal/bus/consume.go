@@ -1,11 +1,13 @@
 package bus
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -137,16 +139,8 @@ func historyWithGaps(stored []byte, earlier int) []Attempt {
 			h = append(h, Attempt{Attempt: n, Outcome: "expired"})
 		}
 	}
-	sortAttempts(h)
+	slices.SortStableFunc(h, func(x, y Attempt) int { return cmp.Compare(x.Attempt, y.Attempt) })
 	return h
-}
-
-func sortAttempts(h []Attempt) {
-	for i := 1; i < len(h); i++ {
-		for j := i; j > 0 && h[j].Attempt < h[j-1].Attempt; j-- {
-			h[j], h[j-1] = h[j-1], h[j]
-		}
-	}
 }
 
 // receipt encodes a claim as "partition.position.token".
@@ -348,31 +342,30 @@ func (b *Bus) DeadLetters(ctx context.Context, topic, group string, after int64,
 
 // ReplayDeadLetters gives dead letters back to their group (ids nil: all).
 func (b *Bus) ReplayDeadLetters(ctx context.Context, topic, group string, ids []int64) (int, error) {
-	if _, err := b.GetGroup(ctx, topic, group); err != nil {
-		return 0, err
+	n, err := b.deadLetterOp(ctx, topic, group, ids, "replay", b.store.DeadLetterReplay)
+	if err == nil {
+		b.Notify(topic)
 	}
-	if ids != nil && len(ids) == 0 {
-		return 0, invalid("ids", "must not be empty (leave it out to replay all)")
-	}
-	n, err := b.store.DeadLetterReplay(ctx, topic, group, ids)
-	if err != nil {
-		return 0, fmt.Errorf("bus: replay dead letters: %w", err)
-	}
-	b.Notify(topic)
-	return n, nil
+	return n, err
 }
 
 // PurgeDeadLetters deletes dead letters (ids nil: all).
 func (b *Bus) PurgeDeadLetters(ctx context.Context, topic, group string, ids []int64) (int, error) {
+	return b.deadLetterOp(ctx, topic, group, ids, "purge", b.store.DeadLetterPurge)
+}
+
+// deadLetterOp checks a replay's or a purge's group and ids and runs it.
+func (b *Bus) deadLetterOp(ctx context.Context, topic, group string, ids []int64, verb string,
+	op func(ctx context.Context, topic, group string, ids []int64) (int, error)) (int, error) {
 	if _, err := b.GetGroup(ctx, topic, group); err != nil {
 		return 0, err
 	}
 	if ids != nil && len(ids) == 0 {
-		return 0, invalid("ids", "must not be empty (leave it out to purge all)")
+		return 0, invalid("ids", "must not be empty (leave it out to "+verb+" all)")
 	}
-	n, err := b.store.DeadLetterPurge(ctx, topic, group, ids)
+	n, err := op(ctx, topic, group, ids)
 	if err != nil {
-		return 0, fmt.Errorf("bus: purge dead letters: %w", err)
+		return 0, fmt.Errorf("bus: %s dead letters: %w", verb, err)
 	}
 	return n, nil
 }
