@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 	"unicode/utf8"
+
+	"github.com/accord-saga/accord/sdk/internal/claimloop"
 )
 
 // Options configure a Subscriber. Zero fields take the defaults.
@@ -193,50 +195,24 @@ func (s *Subscriber) Run(ctx context.Context, grace time.Duration) error {
 
 func (s *Subscriber) receiveLoop(ctx, handlerCtx context.Context) {
 	slots := make(chan struct{}, s.opts.Concurrency)
-	backoff := receiveBackoffMin
-	for {
-		select {
-		case slots <- struct{}{}:
-		case <-ctx.Done():
-			return
-		}
-		n := 1
-	take:
-		for n < s.opts.Max {
-			select {
-			case slots <- struct{}{}:
-				n++
-			default:
-				break take
-			}
-		}
-		msgs, err := s.src.receive(ctx, n, s.opts.Wait, s.opts.Visibility)
-		for range n - len(msgs) {
-			<-slots
-		}
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			s.log.Warn("subscriber: receive failed", "topic", s.topic, "group", s.group, "err", err, "retry_in", backoff)
-			t := time.NewTimer(backoff)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return
-			case <-t.C:
-			}
-			backoff = min(backoff*2, receiveBackoffMax)
-			continue
-		}
-		backoff = receiveBackoffMin
-		for _, m := range msgs {
+	claimloop.Run(ctx, claimloop.Config[*Message]{
+		Slots: slots,
+		Max:   s.opts.Max,
+		Claim: func(ctx context.Context, n int) ([]*Message, error) {
+			return s.src.receive(ctx, n, s.opts.Wait, s.opts.Visibility)
+		},
+		Handle: func(m *Message) {
 			s.handlers.Go(func() {
 				defer func() { <-slots }()
 				s.handle(handlerCtx, m)
 			})
-		}
-	}
+		},
+		Failed: func(err error, retryIn time.Duration) {
+			s.log.Warn("subscriber: receive failed", "topic", s.topic, "group", s.group, "err", err, "retry_in", retryIn)
+		},
+		BackoffMin: receiveBackoffMin,
+		BackoffMax: receiveBackoffMax,
+	})
 }
 
 // handle runs the handler on one message with heartbeats, then acks or

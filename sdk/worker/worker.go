@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/accord-saga/accord/sdk/client"
+	"github.com/accord-saga/accord/sdk/internal/claimloop"
 )
 
 // Options configures a Worker. Zero fields take the documented defaults.
@@ -158,52 +159,25 @@ var errShutdown = errors.New("worker: stopped before the handler finished")
 
 // pollLoop claims tasks of one queue while there are free slots.
 func (w *Worker) pollLoop(ctx, handlerCtx context.Context, queue string, slots chan struct{}, handlers *sync.WaitGroup, rep *reporter) {
-	backoff := pollBackoffMin
-	for {
-		// Wait for one free slot, then take the others that are free.
-		select {
-		case slots <- struct{}{}:
-		case <-ctx.Done():
-			return
-		}
-		n := 1
-	take:
-		for n < w.opts.PollMax {
-			select {
-			case slots <- struct{}{}:
-				n++
-			default:
-				break take
-			}
-		}
-		tasks, err := w.c.Poll(ctx, queue, client.PollOptions{Max: n, Visibility: w.opts.Visibility, Wait: w.opts.PollWait})
-		for range n - len(tasks) {
-			<-slots
-		}
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			w.log.Warn("worker: poll failed", "queue", queue, "err", err, "retry_in", backoff)
-			t := time.NewTimer(backoff)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return
-			case <-t.C:
-			}
-			backoff = min(backoff*2, pollBackoffMax)
-			continue
-		}
-		backoff = pollBackoffMin
-		for _, ct := range tasks {
+	claimloop.Run(ctx, claimloop.Config[client.Task]{
+		Slots: slots,
+		Max:   w.opts.PollMax,
+		Claim: func(ctx context.Context, n int) ([]client.Task, error) {
+			return w.c.Poll(ctx, queue, client.PollOptions{Max: n, Visibility: w.opts.Visibility, Wait: w.opts.PollWait})
+		},
+		Handle: func(ct client.Task) {
 			t := taskFrom(ct)
 			handlers.Go(func() {
 				defer func() { <-slots }()
 				w.run(handlerCtx, t, rep)
 			})
-		}
-	}
+		},
+		Failed: func(err error, retryIn time.Duration) {
+			w.log.Warn("worker: poll failed", "queue", queue, "err", err, "retry_in", retryIn)
+		},
+		BackoffMin: pollBackoffMin,
+		BackoffMax: pollBackoffMax,
+	})
 }
 
 // run runs one task's handler with heartbeats and hands its result to the
