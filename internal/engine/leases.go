@@ -40,13 +40,11 @@ func (e *Engine) acquireFree(ctx context.Context) {
 			e.log.Warn("acquire lease", "partition", l.Partition, "err", err)
 			continue
 		}
-		p, err := e.startPartition(ctx, lease)
-		if err != nil {
+		if _, err := e.startPartition(ctx, lease); err != nil {
 			e.log.Warn("take over partition", "partition", l.Partition, "err", err)
 			_ = e.store.LeaseRelease(ctx, &storage.LeaseReleaseParams{Partition: lease.Partition, Owner: e.cfg.NodeID, Epoch: lease.Epoch})
 			continue
 		}
-		e.log.Debug("partition taken", "partition", p.id, "epoch", p.epoch, "sagas", len(p.sagas))
 	}
 }
 

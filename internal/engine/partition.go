@@ -124,6 +124,8 @@ func (e *Engine) startPartition(ctx context.Context, lease storage.Lease) (*part
 		e.pushes.dispatch(t)
 	}
 	p.redispatch = nil
+	// Logged before the loop starts: from then on p.sagas is the loop's.
+	e.log.Debug("partition taken", "partition", p.id, "epoch", p.epoch, "sagas", len(p.sagas))
 	e.wg.Add(1)
 	go func() {
 		defer e.wg.Done()
