@@ -4,7 +4,7 @@ STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 PKGS        ?= ./...
 BIN         ?= bin/accord
 
-.PHONY: help build run test test-short crash-report lint fuzz bench clean
+.PHONY: help build run test-bins test chaos test-short crash-report lint fuzz bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -15,8 +15,20 @@ build: ## build bin/accord (static, pure Go)
 run: ## run the server on the embedded store (./accord-data)
 	$(GO) run ./cmd/accord server
 
-test: ## run every test with the race detector (PostgreSQL tests need ACCORD_TEST_DATABASE_URL or a local server)
-	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+TESTSUM     ?= bin/testsum
+# The accord binary the CLI, end-to-end and chaos tests run, built once
+# before them rather than inside each test binary (and its -timeout).
+TESTBIN     ?= bin/accord-test
+
+test-bins:
+	$(GO) build -o $(TESTSUM) ./internal/tools/testsum
+	$(GO) build -o $(TESTBIN) ./cmd/accord
+
+test: test-bins ## run every test with the race detector (PostgreSQL tests need ACCORD_TEST_DATABASE_URL or a local server); the chaos scenarios run short; ends with the counts
+	ACCORD_CHAOS_FULL= ACCORD_TEST_BINARY=$(abspath $(TESTBIN)) $(TESTSUM) -race -count=1 -timeout 20m $(PKGS)
+
+chaos: test-bins ## the fault-injection scenarios in full (docs/reliability.md); tens of minutes
+	ACCORD_CHAOS_FULL=1 ACCORD_TEST_BINARY=$(abspath $(TESTBIN)) $(TESTSUM) -count=1 -timeout 60m -v ./internal/chaos
 
 crash-report: ## run the two kill -9 tests verbosely and print their one-line summaries
 	@$(GO) test -race -count=1 -v -run 'TestCrash' ./internal/storage/crashtest ./internal/engine \

@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"context"
 	"net/http"
 	"strconv"
 	"strings"
@@ -8,6 +9,9 @@ import (
 	"time"
 
 	"github.com/accord-saga/accord/internal/api"
+	"github.com/accord-saga/accord/internal/bus"
+	"github.com/accord-saga/accord/internal/storage"
+	"github.com/accord-saga/accord/internal/storage/sqlite"
 )
 
 // busTopic creates a topic and a group through the API.
@@ -417,23 +421,64 @@ func TestBusBadInput(t *testing.T) {
 }
 
 // TestBusReceiveIsLongPoll: a receive may wait longer than the request
-// timeout of ordinary requests, and counts against the long-poll cap.
+// timeout, and a receive beyond the long-poll cap is refused at once. The
+// topic is made through the bus, not through a request that the 50 ms
+// timeout would race on a busy machine; the second receive is sent once
+// the first holds the one long-poll slot (its first claim), not after a
+// sleep.
 func TestBusReceiveIsLongPoll(t *testing.T) {
 	t.Parallel()
-	b := setup(t, setupOpts{apiConfig: func(c *api.Config) { c.RequestTimeout = 50 * time.Millisecond; c.MaxLongPolls = 1 }})
-	b.busTopic(t, "t", "g", nil)
+	claims := make(chan struct{}, 1)
+	b := setup(t, setupOpts{
+		apiConfig: func(c *api.Config) { c.RequestTimeout = 50 * time.Millisecond; c.MaxLongPolls = 1 },
+		wrapStore: func(d storage.Driver) storage.Driver { return &claimSignal{Driver: d.(*sqlite.Driver), claims: claims} },
+	})
+	ctx := context.Background()
+	if _, _, err := b.bus.PutTopic(ctx, "t", bus.TopicConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := b.bus.CreateGroup(ctx, "t", "g", bus.GroupConfig{}, bus.GroupStart{}); err != nil {
+		t.Fatal(err)
+	}
 	began := time.Now()
-	done := make(chan []api.Delivery, 1)
-	go func() { done <- b.receive(t, "t", "g", map[string]any{"wait": "400ms"}) }()
-	time.Sleep(100 * time.Millisecond)
+	done := make(chan *response, 1)
+	go func() {
+		done <- b.do(t, http.MethodPost, "/v1/topics/t/groups/g/receive", map[string]any{"wait": "400ms"})
+	}()
+	select {
+	case <-claims:
+	case r := <-done:
+		t.Fatalf("the first receive ended before it claimed: %d %s", r.status, r.body)
+	case <-time.After(time.Minute):
+		t.Fatal("the first receive never claimed")
+	}
 	// The one long-poll slot is taken: a second receive is refused at once.
 	p := b.do(t, http.MethodPost, "/v1/topics/t/groups/g/receive", map[string]any{"wait": "1s"}).problem(t)
 	if p.Status != http.StatusServiceUnavailable || p.Type != api.TypeOverloaded {
 		t.Fatalf("second receive: %+v", p)
 	}
-	if ds := <-done; len(ds) != 0 || time.Since(began) < 400*time.Millisecond {
-		t.Fatalf("receive answered %+v after %s", ds, time.Since(began))
+	r := <-done
+	wantStatus(t, r, http.StatusOK)
+	var l api.DeliveryList
+	r.json(t, &l)
+	if len(l.Messages) != 0 || time.Since(began) < 400*time.Millisecond {
+		t.Fatalf("receive answered %+v after %s", l.Messages, time.Since(began))
 	}
+}
+
+// claimSignal is the test store, telling claims of deliveries on claims
+// (when nobody is waiting there, the signal is dropped).
+type claimSignal struct {
+	*sqlite.Driver
+	claims chan<- struct{}
+}
+
+func (s *claimSignal) DeliveryClaim(ctx context.Context, p *storage.DeliveryClaimParams) (*storage.DeliveryClaimResult, error) {
+	select {
+	case s.claims <- struct{}{}:
+	default:
+	}
+	return s.Driver.DeliveryClaim(ctx, p)
 }
 
 // TestBusExpiredClaim: a consumer that never answers loses its claim; the

@@ -132,7 +132,7 @@ func (s *server) start() error {
 		return nil
 	case err := <-exit:
 		return fmt.Errorf("accord exited at start: %v\n%s", err, s.log.String())
-	case <-time.After(30 * time.Second):
+	case <-time.After(2 * time.Minute): // a last guard: a busy machine slows a start
 		_ = cmd.Process.Kill()
 		<-exit
 		return fmt.Errorf("accord did not start:\n%s", s.log.String())

@@ -210,17 +210,22 @@ func runT7(t *testing.T, name string, flags ...string) {
 		moments[i] = time.Duration(rng.Int64N(int64(longest)))
 	}
 	slices.Sort(moments)
+	var down time.Duration // the longest time the server was down
 	for i, m := range moments {
 		<-time.After(time.Until(started.Add(m))) // the random moment of the next kill
+		killed := time.Now()
 		srv.kill()
 		if err := srv.start(); err != nil {
 			t.Fatalf("restart %d: %v", i+1, err)
 		}
+		down = max(down, time.Since(killed))
 	}
 
-	// Every saga ends within a minute past its longest timer.
+	// Every saga ends, with a last guard of five minutes past its longest
+	// timer.
 	c := srv.client(t)
-	wctx, cancel := context.WithDeadline(ctx, started.Add(longest+60*time.Second))
+	const guard = 5 * time.Minute
+	wctx, cancel := context.WithDeadline(ctx, started.Add(longest+guard))
 	defer cancel()
 	stuck := waitTerminal(wctx, c, ids)
 
@@ -280,8 +285,8 @@ func runT7(t *testing.T, name string, flags ...string) {
 		}
 		return late[min(len(late)-1, int(math.Ceil(q*float64(len(late))))-1)]
 	}
-	line := fmt.Sprintf("%s seed=%d sagas=%d timers=%d range=%s-%s restarts=%d fired=%d lost=%d early=%d wrong_status=%d stuck=%d lateness_p50_ms=%d lateness_p99_ms=%d lateness_max_ms=%d elapsed_s=%.0f",
-		name, seed, len(ids), planned, lo, hi, restarts, timers, lost, early, wrong, len(stuck),
+	line := fmt.Sprintf("%s seed=%d sagas=%d timers=%d range=%s-%s restarts=%d longest_down_ms=%d fired=%d lost=%d early=%d wrong_status=%d stuck=%d lateness_p50_ms=%d lateness_p99_ms=%d lateness_max_ms=%d elapsed_s=%.0f",
+		name, seed, len(ids), planned, lo, hi, restarts, down.Milliseconds(), timers, lost, early, wrong, len(stuck),
 		pct(0.50).Milliseconds(), pct(0.99).Milliseconds(), pct(1).Milliseconds(), time.Since(begin).Seconds())
 	t.Log(line)
 	fmt.Println(line)
@@ -293,13 +298,15 @@ func runT7(t *testing.T, name string, flags ...string) {
 		t.Error(pr)
 	}
 	if len(stuck) > 0 {
-		t.Errorf("%d sagas still running a minute past their longest timer, the first %s", len(stuck), stuck[0])
+		t.Errorf("%d sagas still running %s past their longest timer, the first %s", len(stuck), guard, stuck[0])
 	}
 	// Generous: the machine is shared and the server restarts under the
-	// timers; a timer that fires late by more than this is as good as
+	// timers. A timer due while the server was down fires when it is back,
+	// so the bound counts the longest restart (which a busy machine
+	// stretches); a timer later than that by more than 10 s is as good as
 	// lost.
-	if p := pct(0.99); p > 10*time.Second {
-		t.Errorf("lateness p99 %s, over 10s", p)
+	if p, bound := pct(0.99), down+10*time.Second; p > bound {
+		t.Errorf("lateness p99 %s, over %s (10s past the longest restart, %s)", p, bound, down)
 	}
 	if t.Failed() {
 		t.Logf("server log (tail):\n%s", srv.log.String())

@@ -11,24 +11,51 @@ import (
 	"testing"
 )
 
-// Main builds cmd/accord into a temporary directory, stores its path in
-// *bin, runs the package's tests and exits with their code, removing the
-// binary first. Call it from TestMain.
+// EnvBinary names an accord binary built beforehand, which the tests then
+// run instead of building their own. make test builds one for the three
+// packages that need it: built inside each test binary, it costs each of
+// them its build (minutes on a busy machine) out of its -timeout, three
+// times over.
+const EnvBinary = "ACCORD_TEST_BINARY"
+
+// Main builds cmd/accord into a temporary directory (or takes the binary
+// EnvBinary names), stores its path in *bin, runs the package's tests and
+// exits with their code, removing what it built first. Call it from
+// TestMain.
 func Main(m *testing.M, bin *string) {
-	dir, err := os.MkdirTemp("", "accord-bin-")
+	path, cleanup, err := binary()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "testbin:", err)
 		os.Exit(1)
 	}
-	*bin = filepath.Join(dir, "accord")
-	build := exec.Command("go", "build", "-o", *bin, "github.com/accord-saga/accord/cmd/accord")
+	*bin = path
+	code := m.Run()
+	cleanup()
+	os.Exit(code)
+}
+
+// binary returns the accord binary to run and what removes it.
+func binary() (string, func(), error) {
+	if path := os.Getenv(EnvBinary); path != "" {
+		abs, err := filepath.Abs(path)
+		if err != nil {
+			return "", nil, fmt.Errorf("%s=%s: %w", EnvBinary, path, err)
+		}
+		if _, err := os.Stat(abs); err != nil {
+			return "", nil, fmt.Errorf("%s: %w", EnvBinary, err)
+		}
+		return abs, func() {}, nil
+	}
+	dir, err := os.MkdirTemp("", "accord-bin-")
+	if err != nil {
+		return "", nil, err
+	}
+	path := filepath.Join(dir, "accord")
+	build := exec.Command("go", "build", "-o", path, "github.com/accord-saga/accord/cmd/accord")
 	build.Stderr = os.Stderr
 	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "testbin: build accord:", err)
 		os.RemoveAll(dir)
-		os.Exit(1)
+		return "", nil, fmt.Errorf("build accord: %w", err)
 	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	return path, func() { os.RemoveAll(dir) }, nil
 }

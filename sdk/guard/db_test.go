@@ -114,7 +114,7 @@ func postgresURL(t *testing.T) string {
 	r := &postgresReach
 	r.once.Do(func() {
 		r.url = cmp.Or(os.Getenv(envPostgresURL), defaultPostgresURL)
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // generous: a busy machine slows a live database
 		defer cancel()
 		db, err := sql.Open("pgx", r.url)
 		if err == nil {

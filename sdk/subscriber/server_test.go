@@ -140,7 +140,9 @@ func TestAgainstServer(t *testing.T) {
 // message: the subscriber's heartbeats (by default every third of the
 // group's ack timeout) extend the claim, so the message is handled once.
 func TestHeartbeatKeepsLongHandlersClaim(t *testing.T) {
-	c, ctx := setup(t, "slow", "workers", client.GroupConfig{AckTimeout: 200 * time.Millisecond})
+	// An ack timeout long enough that a busy machine does not delay two
+	// heartbeats in a row past it.
+	c, ctx := setup(t, "slow", "workers", client.GroupConfig{AckTimeout: time.Second})
 	var mu sync.Mutex
 	attempts := []int{}
 	done := make(chan struct{}, 10)
@@ -148,9 +150,9 @@ func TestHeartbeatKeepsLongHandlersClaim(t *testing.T) {
 		mu.Lock()
 		attempts = append(attempts, m.Attempt)
 		mu.Unlock()
-		// Work for five ack timeouts.
+		// Work for three ack timeouts.
 		select {
-		case <-time.After(time.Second):
+		case <-time.After(3 * time.Second):
 		case <-ctx.Done():
 			return ctx.Err()
 		}

@@ -24,9 +24,11 @@ const (
 	SchemaPrefix = "accord_test_"
 )
 
-// connectTimeout bounds the reachability check, so that a missing database
-// costs a test run seconds, not minutes.
-const connectTimeout = 3 * time.Second
+// connectTimeout bounds the reachability check. A missing database refuses
+// the connection at once; the bound is for a host that never answers, and
+// is generous because a busy machine can keep a live database from
+// answering for seconds (with CI=true a late answer fails every test).
+const connectTimeout = 30 * time.Second
 
 // maxConns keeps a test store's pool small: many tests, in many packages,
 // share one server's connection limit.
