@@ -83,6 +83,18 @@ func (m *Manual) Advance(d time.Duration) {
 	m.Set(target)
 }
 
+// Skip moves the clock forward by d without firing anything, as time
+// passes for a process that does not get to run (a starved CPU, a paused
+// VM): what fell due meanwhile fires, late, at the next Advance or Set.
+func (m *Manual) Skip(d time.Duration) {
+	if d < 0 {
+		panic("clock: Skip with a negative duration")
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.now = m.now.Add(d)
+}
+
 // Set moves the clock forward to t (never back) and fires, in deadline
 // order, every timer and ticker due by then; a ticker due several times
 // fires once per period, each into its channel if there is room.

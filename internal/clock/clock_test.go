@@ -75,6 +75,22 @@ func TestManualFiresInDeadlineOrder(t *testing.T) {
 	}
 }
 
+func TestSkipFiresLate(t *testing.T) {
+	m := clock.NewManual(t0)
+	tm := m.NewTimer(time.Second)
+	m.Skip(time.Minute)
+	if _, ok := fired(tm.C()); ok {
+		t.Fatal("a timer fired during Skip")
+	}
+	m.Advance(0)
+	if at, ok := fired(tm.C()); !ok || !at.Equal(t0.Add(time.Second)) {
+		t.Fatalf("late timer: %v %v", ok, at)
+	}
+	if !m.Now().Equal(t0.Add(time.Minute)) {
+		t.Fatalf("now %v, want %v", m.Now(), t0.Add(time.Minute))
+	}
+}
+
 func TestWaitArmed(t *testing.T) {
 	m := clock.NewManual(t0)
 	w := m.WaitArmed()

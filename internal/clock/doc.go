@@ -8,5 +8,6 @@
 // the call returns; a timer fires by a non-blocking send on its channel
 // (capacity one), as time.Timer does, so a slow reader misses ticks rather
 // than blocking the clock. Timers armed for a time already passed fire at
-// once. All methods of both clocks are safe for concurrent use.
+// once. Skip moves the clock without firing anything, as time passes for a
+// process that does not run; what fell due fires at the next move. All methods of both clocks are safe for concurrent use.
 package clock

@@ -86,13 +86,7 @@ func (e *Engine) leaseLoop(ctx context.Context) {
 			return
 		case <-t.C():
 		}
-		e.mu.RLock()
-		parts := make([]*partition, 0, len(e.owned))
-		for _, p := range e.owned {
-			parts = append(parts, p)
-		}
-		e.mu.RUnlock()
-		for _, p := range parts {
+		for _, p := range e.running() {
 			_, err := e.store.LeaseRenew(ctx, &storage.LeaseRenewParams{Partition: p.id, Owner: e.cfg.NodeID, Epoch: p.epoch, TTL: e.leaseTTL()})
 			if errors.Is(err, storage.ErrFenced) {
 				e.log.Warn("lease lost", "partition", p.id, "epoch", p.epoch)
@@ -107,6 +101,17 @@ func (e *Engine) leaseLoop(ctx context.Context) {
 		}
 		e.acquireFree(ctx, false)
 	}
+}
+
+// running returns the partition loops this node runs now.
+func (e *Engine) running() []*partition {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	parts := make([]*partition, 0, len(e.owned))
+	for _, p := range e.owned {
+		parts = append(parts, p)
+	}
+	return parts
 }
 
 // dropPartition stops a partition's loop and forgets it, after its lease

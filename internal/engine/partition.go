@@ -69,6 +69,10 @@ const (
 	reqCancel
 	reqOperatorRetry
 	reqPublish
+	// reqSync changes nothing: its reply comes once every input queued
+	// before it, and every timer due when it is taken, is durable. Tests
+	// use it to wait for a quiet engine after moving its clock.
+	reqSync
 )
 
 // request is one input for a partition loop. reply, if set, receives the
@@ -242,6 +246,9 @@ func (p *partition) run() {
 					break drain
 				}
 			}
+			// Timers due now join the batch: they are owed an answer
+			// as much as the inputs queued (and a reqSync promises it).
+			batch = p.dueTimers(batch)
 		case <-timer.C():
 			batch = p.dueTimers(batch[:0])
 		case <-reload.C():
