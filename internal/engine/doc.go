@@ -24,7 +24,7 @@
 // flight again (delivery is at least once). A reconciler re-creates any
 // pull task row that has gone missing.
 //
-// Time: the core is given the engine's estimate of the database's clock
+// Database time: the core is given the engine's estimate of the database's clock
 // (local clock plus the offset seen at the last commit), so every deadline
 // it records is in database time. The estimate errs early by at most one
 // commit's duration, which makes timers fire at or after their deadlines by
@@ -33,6 +33,16 @@
 // Fencing: every commit carries the partition's lease epoch. A loop whose
 // commit is fenced stops at once and drops its memory; the lease manager
 // may take the partition again later, with a new epoch, from the store.
+// Callers waiting on a fenced loop get ErrNotOwner; ErrStopped means the
+// engine itself is stopping. On a store one process alone has open
+// (storage.Info.Exclusive, the embedded SQLite store) no other node can
+// take a partition, so leases are taken "until released": a renewal that
+// comes late never fences the node off its own partitions, and at Start
+// the leases a dead process left are taken over.
+//
+// Time: every timer, ticker and poll deadline follows Config.Clock, so a
+// test can drive the engine's time with a clock.Manual (and the SQLite
+// store's with the same clock).
 //
 // Ownership: Engine.Start starts the lease manager, the loops and the
 // retention sweeper; Engine.Stop stops intake, lets each loop finish its

@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/accord-saga/accord/internal/clock"
 	"github.com/accord-saga/accord/internal/saga"
 	"github.com/accord-saga/accord/internal/storage"
 )
@@ -65,7 +66,8 @@ type Config struct {
 	Push PushDispatcher
 	// Logger. Default slog.Default().
 	Logger *slog.Logger
-	// Clock. Default the system clock.
+	// Clock drives the engine's timers, tickers and poll deadlines. Default
+	// clock.Real (the host's clock).
 	Clock Clock
 	// CheckTarget, if set, vets every http target of a definition at
 	// registration (the push allowlist), so a definition that could never
@@ -101,14 +103,9 @@ const (
 // a task queue); PollTasks refuses it.
 const PushQueue = "_push"
 
-// Clock is the engine's source of time; tests replace it.
-type Clock interface {
-	Now() time.Time
-}
-
-type systemClock struct{}
-
-func (systemClock) Now() time.Time { return time.Now() }
+// Clock is the engine's source of time: every timer, ticker and deadline
+// of the engine follows it. Tests give a clock.Manual and move it.
+type Clock = clock.Clock
 
 // PushDispatcher takes tasks to deliver over HTTP. Dispatch must not block
 // for long; the engine calls it after the task is durable.
@@ -136,6 +133,8 @@ type Engine struct {
 	log   *slog.Logger
 	clock Clock
 	parts int
+	// exclusive: this process alone has the store open (see leaseTTL).
+	exclusive bool
 
 	metrics *metrics
 	pushes  *pushTracker
@@ -173,7 +172,7 @@ func New(cfg Config) (*Engine, error) {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.Clock == nil {
-		cfg.Clock = systemClock{}
+		cfg.Clock = clock.Real{}
 	}
 	if cfg.LeaseTTL < 100*time.Millisecond || cfg.MaxBatch < 1 || cfg.InboxSize < 1 || cfg.MaxDeliveries < 1 {
 		return nil, fmt.Errorf("engine: config out of range: lease ttl %s, max batch %d, inbox %d, max deliveries %d",
@@ -191,6 +190,7 @@ func New(cfg Config) (*Engine, error) {
 		waiters: newWaiters(),
 		owned:   map[int]*partition{},
 	}
+	e.exclusive = cfg.Store.Info().Exclusive
 	e.metrics = newMetrics(e, cfg.Registerer)
 	e.pushes = newPushTracker(e)
 	return e, nil
@@ -208,7 +208,7 @@ func (e *Engine) Start(ctx context.Context) error {
 	e.started = true
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	e.cancel = cancel
-	e.acquireFree(runCtx)
+	e.acquireFree(runCtx, true)
 	e.wg.Add(2)
 	go func() { defer e.wg.Done(); e.leaseLoop(runCtx) }()
 	go func() { defer e.wg.Done(); e.retentionLoop(runCtx) }()
@@ -273,7 +273,11 @@ func (e *Engine) partitionFor(id int) (*partition, error) {
 	}
 	p := e.owned[id]
 	if p == nil {
-		return nil, fmt.Errorf("%w: partition %d", ErrNotOwner, id)
+		return nil, errNotOwner(id)
 	}
 	return p, nil
+}
+
+func errNotOwner(partition int) error {
+	return fmt.Errorf("%w: partition %d", ErrNotOwner, partition)
 }

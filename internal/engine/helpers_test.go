@@ -71,7 +71,7 @@ func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard
 // startEngine starts an engine on store and stops it at cleanup.
 func startEngine(t *testing.T, store storage.Driver, mod func(*engine.Config)) *engine.Engine {
 	t.Helper()
-	cfg := engine.Config{Store: store, Logger: quietLogger(), LeaseTTL: 2 * time.Second, TaskPollInterval: 20 * time.Millisecond}
+	cfg := engine.Config{Store: store, Logger: quietLogger(), LeaseTTL: time.Minute, TaskPollInterval: 20 * time.Millisecond}
 	if mod != nil {
 		mod(&cfg)
 	}

@@ -23,7 +23,11 @@ type partition struct {
 	inbox    chan *request
 	stopCh   chan struct{}
 	stopOnce sync.Once
-	done     chan struct{}
+	// stopErr says why the loop stopped (ErrStopped, or ErrNotOwner when
+	// the partition was fenced or its lease lost); set before stopCh is
+	// closed, read only after.
+	stopErr error
+	done    chan struct{}
 
 	sagas  map[string]*sagaEntry
 	timers *timerHeap
@@ -65,6 +69,10 @@ const (
 	reqCancel
 	reqOperatorRetry
 	reqPublish
+	// reqSync changes nothing: its reply comes once every input queued
+	// before it, and every timer due when it is taken, is durable. Tests
+	// use it to wait for a quiet engine after moving its clock.
+	reqSync
 )
 
 // request is one input for a partition loop. reply, if set, receives the
@@ -135,23 +143,39 @@ func (e *Engine) startPartition(ctx context.Context, lease storage.Lease) (*part
 	return p, nil
 }
 
-// stop asks the loop to finish its current batch and exit, and waits for it
-// unless called from the loop itself.
+// stop asks the loop to finish its current batch and exit, and waits for
+// it; callers still waiting get ErrStopped.
 func (p *partition) stop() {
-	p.stopOnce.Do(func() { close(p.stopCh) })
+	p.halt(ErrStopped)
 	<-p.done
+}
+
+// halt closes the stop channel, the first time with err as the reason every
+// caller still waiting on the loop is given.
+func (p *partition) halt(err error) {
+	p.stopOnce.Do(func() {
+		p.stopErr = err
+		close(p.stopCh)
+	})
 }
 
 // send queues a request. Starts and publishes fail fast when the inbox is
 // full; other inputs wait for room (their senders can wait, and dropping
 // them would only delay a saga).
 func (p *partition) send(ctx context.Context, r *request) error {
+	// A stopped loop answers with its reason, not a coin toss between
+	// the reason and a queue nobody reads.
+	select {
+	case <-p.stopCh:
+		return p.stopErr
+	default:
+	}
 	if r.kind == reqStart || r.kind == reqPublish {
 		select {
 		case p.inbox <- r:
 			return nil
 		case <-p.stopCh:
-			return ErrStopped
+			return p.stopErr
 		default:
 			return ErrOverloaded
 		}
@@ -160,7 +184,7 @@ func (p *partition) send(ctx context.Context, r *request) error {
 	case p.inbox <- r:
 		return nil
 	case <-p.stopCh:
-		return ErrStopped
+		return p.stopErr
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -181,7 +205,7 @@ func (p *partition) call(ctx context.Context, r *request) (reply, error) {
 		case rep := <-r.reply:
 			return rep, rep.err
 		default:
-			return reply{}, ErrStopped
+			return reply{}, p.stopErr
 		}
 	case <-ctx.Done():
 		return reply{}, ctx.Err()
@@ -189,11 +213,12 @@ func (p *partition) call(ctx context.Context, r *request) (reply, error) {
 }
 
 func (p *partition) run() {
-	timer := time.NewTimer(time.Hour)
+	clk := p.e.clock
+	timer := clk.NewTimer(time.Hour)
 	defer timer.Stop()
-	reconcile := time.NewTicker(p.e.cfg.ReconcileInterval)
+	reconcile := clk.NewTicker(p.e.cfg.ReconcileInterval)
 	defer reconcile.Stop()
-	reload := time.NewTicker(reloadInterval)
+	reload := clk.NewTicker(reloadInterval)
 	defer reload.Stop()
 	batch := make([]*request, 0, p.e.cfg.MaxBatch)
 	for {
@@ -210,7 +235,7 @@ func (p *partition) run() {
 		p.armTimer(timer)
 		select {
 		case <-p.stopCh:
-			p.failQueued(ErrStopped)
+			p.failQueued(p.stopErr)
 			return
 		case r := <-p.inbox:
 			batch = append(batch[:0], r)
@@ -223,12 +248,15 @@ func (p *partition) run() {
 					break drain
 				}
 			}
-		case <-timer.C:
+			// Timers due now join the batch: they are owed an answer
+			// as much as the inputs queued (and a reqSync promises it).
+			batch = p.dueTimers(batch)
+		case <-timer.C():
 			batch = p.dueTimers(batch[:0])
-		case <-reload.C:
+		case <-reload.C():
 			p.reloadFailed()
 			continue
-		case <-reconcile.C:
+		case <-reconcile.C():
 			if w := p.reconcileWork(); w != nil && p.commit(w, 0) {
 				p.fenced()
 				return
@@ -255,8 +283,8 @@ func (p *partition) fenced() {
 	}
 	p.e.mu.Unlock()
 	p.e.pushes.forgetPartition(p.id)
-	p.stopOnce.Do(func() { close(p.stopCh) })
-	p.failQueued(ErrNotOwner)
+	p.halt(errNotOwner(p.id))
+	p.failQueued(p.stopErr)
 }
 
 // failQueued answers every request still queued.
@@ -312,7 +340,7 @@ func (p *partition) commit(w *work, inputs int) (fenced bool) {
 		p.active.Store(int64(len(p.sagas)))
 		if errors.Is(err, storage.ErrFenced) {
 			m.commitErrors.WithLabelValues("fenced").Inc()
-			w.answer(fmt.Errorf("%w: partition %d", ErrNotOwner, p.id))
+			w.answer(errNotOwner(p.id))
 			return true
 		}
 		m.commitErrors.WithLabelValues("other").Inc()

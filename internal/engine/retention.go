@@ -2,8 +2,8 @@ package engine
 
 import (
 	"context"
+
 	"github.com/accord-saga/accord/internal/storage"
-	"time"
 )
 
 // retentionBatch bounds one delete, so a sweep never holds the store long.
@@ -12,13 +12,13 @@ const retentionBatch = 1000
 // retentionLoop deletes sagas that ended more than Retention ago, and
 // expired idempotency keys.
 func (e *Engine) retentionLoop(ctx context.Context) {
-	t := time.NewTicker(e.cfg.RetentionInterval)
+	t := e.clock.NewTicker(e.cfg.RetentionInterval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-t.C():
 		}
 		e.sweep(ctx)
 	}

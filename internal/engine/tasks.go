@@ -124,7 +124,7 @@ func (e *Engine) PollTasks(ctx context.Context, pp PollParams) ([]Task, error) {
 }
 
 func (e *Engine) claim(ctx context.Context, queue string, max int, visibility, wait time.Duration) ([]Task, error) {
-	deadline := time.Now().Add(wait)
+	deadline := e.clock.Now().Add(wait)
 	for {
 		signal := e.queues.wait(queue)
 		rows, err := e.store.TaskClaim(ctx, &storage.TaskClaimParams{Queue: queue, Limit: max, Visibility: visibility})
@@ -147,17 +147,17 @@ func (e *Engine) claim(ctx context.Context, queue string, max int, visibility, w
 		if len(tasks) > 0 {
 			return tasks, nil
 		}
-		left := time.Until(deadline)
+		left := deadline.Sub(e.clock.Now())
 		if left <= 0 {
 			return nil, nil
 		}
-		tick := time.NewTimer(min(left, e.cfg.TaskPollInterval))
+		tick := e.clock.NewTimer(min(left, e.cfg.TaskPollInterval))
 		select {
 		case <-ctx.Done():
 			tick.Stop()
 			return nil, ctx.Err()
 		case <-signal:
-		case <-tick.C:
+		case <-tick.C():
 		}
 		tick.Stop()
 	}

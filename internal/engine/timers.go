@@ -3,6 +3,8 @@ package engine
 import (
 	"container/heap"
 	"time"
+
+	"github.com/accord-saga/accord/internal/clock"
 )
 
 // timerEntry is a durable timer the loop holds in memory so it can fire on
@@ -81,7 +83,7 @@ func (p *partition) observeClock(dbNow time.Time) {
 func (p *partition) dbNow() time.Time { return p.e.clock.Now().Add(p.dbOffset) }
 
 // armTimer sets t to go off when the earliest in-memory timer is due.
-func (p *partition) armTimer(t *time.Timer) {
+func (p *partition) armTimer(t clock.Timer) {
 	d := time.Hour
 	if top := p.timers.peek(); top != nil {
 		d = max(top.dbFireAt.Sub(p.dbNow()), 0)

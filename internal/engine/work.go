@@ -110,6 +110,8 @@ func (w *work) apply(r *request) {
 		w.applyStep(r, saga.Input{Kind: saga.InputOperatorRetry})
 	case reqPublish:
 		w.applyPublish(r)
+	case reqSync:
+		w.reply(r, reply{})
 	}
 }
 

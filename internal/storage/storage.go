@@ -151,6 +151,10 @@ type Info struct {
 	Backend       string // "sqlite" or "postgres"
 	Partitions    int    // fixed at creation
 	SchemaVersion int
+	// Exclusive says one process alone has the store open (an embedded
+	// store behind a lock): no other node can take a lease while it runs,
+	// so a lease of another owner found at start is a dead process's.
+	Exclusive bool
 }
 
 // StreamInfo is a stream's partition and current version.

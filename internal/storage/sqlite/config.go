@@ -51,6 +51,10 @@ type Config struct {
 	// ReadConnections is the size of the read connection pool; reads run
 	// beside the single writer (WAL mode). Default 4.
 	ReadConnections int
+
+	// Clock is the store's time source (Now: lease expiry, task visibility,
+	// timestamps). Default the host's clock; tests give a clock they move.
+	Clock interface{ Now() time.Time }
 }
 
 func (c Config) withDefaults() Config {

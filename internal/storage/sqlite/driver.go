@@ -72,6 +72,9 @@ func Open(ctx context.Context, cfg Config) (*Driver, error) {
 	}
 
 	d := &Driver{path: abs}
+	if cfg.Clock != nil {
+		d.clock.src = cfg.Clock.Now
+	}
 	if err := d.open(ctx, cfg, abs); err != nil {
 		d.closeAll()
 		return nil, err
@@ -121,7 +124,7 @@ func (d *Driver) open(ctx context.Context, cfg Config, abs string) error {
 		_ = conn.Close()
 		return err
 	}
-	d.info = storage.Info{Backend: "sqlite", Partitions: st.partitions, SchemaVersion: st.version}
+	d.info = storage.Info{Backend: "sqlite", Partitions: st.partitions, SchemaVersion: st.version, Exclusive: true}
 
 	d.rdb, err = sql.Open(driverName, dsn(abs, busy, "_pragma=query_only(1)"))
 	if err != nil {
@@ -233,10 +236,17 @@ func (d *Driver) IntegrityCheck(ctx context.Context) error {
 // only millisecond resolution and costs a statement per transaction. The
 // wall clock may step back (NTP); the store's clock holds still instead,
 // so that times recorded in position order never decrease.
-type clock struct{ last atomic.Int64 }
+type clock struct {
+	last atomic.Int64
+	src  func() time.Time // nil: time.Now
+}
 
 func (c *clock) now() int64 {
-	n := time.Now().UnixMicro()
+	src := c.src
+	if src == nil {
+		src = time.Now
+	}
+	n := src().UnixMicro()
 	for {
 		l := c.last.Load()
 		if n <= l {
