@@ -6,7 +6,8 @@ import (
 )
 
 func TestTemplateRender(t *testing.T) {
-	input := json.RawMessage(`{"total":12.5,"items":[{"sku":"a-1","qty":2}],"address":{"city":"Lyon"},"note":null,"name":"Ann"}`)
+	input := json.RawMessage(`{"total":12.5,"items":[{"sku":"a-1","qty":2}],"address":{"city":"Lyon"},"note":null,"name":"Ann",` +
+		`"tricky":{"ab":"]}\"{[","list":["[",{"y":"}"},{"x":3}],"dup":1,"dup":2,"esc\u0061ped":true}}`)
 	outputs := map[string]json.RawMessage{
 		"order": json.RawMessage(`{"id":"o-7","lines":[1,2]}`),
 	}
@@ -37,6 +38,11 @@ func TestTemplateRender(t *testing.T) {
 		{`"literal $${input.total} and $ alone"`, `"literal ${input.total} and $ alone"`},
 		{`"<${input.address.city}> & co"`, `"<Lyon> & co"`},
 		{`{"b":1,"a":["${saga.id}",true,null,{"k":"${input.items.0.qty}"}]}`, `{"b":1,"a":["s-1",true,null,{"k":2}]}`},
+		{`"${input.tricky.ab}"`, `"]}\"{["`},
+		{`"${input.tricky.list.2.x}"`, `3`},
+		{`"${input.tricky.dup}"`, `2`},
+		{`"q=${input.tricky.ab} ${input.tricky.list} \u2028"`, `"q=]}\"{[ [\"[\",{\"y\":\"}\"},{\"x\":3}] \u2028"`},
+		{`"${input.tricky.escaped}"`, `true`},
 		{`"${input.name}${input.name}"`, `"AnnAnn"`},
 		{`"no refs"`, `"no refs"`},
 	}
@@ -49,8 +55,15 @@ func TestTemplateRender(t *testing.T) {
 		if len(probs) > 0 {
 			t.Fatalf("%s: %v", tt.template, probs)
 		}
-		if got := string(tmpl.render(ctx)); got != tt.want {
-			t.Errorf("%s\n got %s\nwant %s", tt.template, got, tt.want)
+		b, n, ok := tmpl.render(ctx, MaxRenderedBytes)
+		if got := string(b); !ok || got != tt.want {
+			t.Errorf("%s\n got %s (%v)\nwant %s", tt.template, got, ok, tt.want)
+		}
+		if n < len(b) {
+			t.Errorf("%s: measured %d bytes, rendered %d", tt.template, n, len(b))
+		}
+		if _, _, ok := tmpl.render(ctx, len(b)-1); ok {
+			t.Errorf("%s: rendered past a limit of %d bytes", tt.template, len(b)-1)
 		}
 	}
 }
@@ -58,7 +71,7 @@ func TestTemplateRender(t *testing.T) {
 func TestTemplateRenderWithoutData(t *testing.T) {
 	v, _ := parseJSON([]byte(`{"a":"${input.x}","b":"${steps.s.output.y}"}`))
 	tmpl, _ := compileTemplate(v)
-	if got := string(tmpl.render(evalContext{})); got != `{"a":null,"b":null}` {
+	if got, _, _ := tmpl.render(evalContext{}, MaxRenderedBytes); string(got) != `{"a":null,"b":null}` {
 		t.Fatalf("got %s", got)
 	}
 }
