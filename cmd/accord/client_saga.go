@@ -20,7 +20,7 @@ func newSagaCommand() *cobra.Command {
 		"Start sagas of registered definitions, inspect them, cancel them, resume those that need an operator, and watch them run.", &flags)
 	cmd.Aliases = []string{"sagas"}
 	cmd.AddCommand(newSagaStart(&flags), newSagaGet(&flags), newSagaList(&flags), newSagaCancel(&flags),
-		newSagaRetry(&flags), newSagaWatch(&flags))
+		newSagaRetry(&flags), newSagaDiscard(&flags), newSagaWatch(&flags))
 	return cmd
 }
 
@@ -225,7 +225,7 @@ func newSagaList(flags *clientFlags) *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringSliceVar(&statuses, "status", nil, "only these statuses (repeat, or separate with commas): running, compensating, completed, compensated, cancelled, needs_operator")
+	f.StringSliceVar(&statuses, "status", nil, "only these statuses (repeat, or separate with commas): running, compensating, completed, compensated, cancelled, needs_operator, quarantined, discarded")
 	f.StringVar(&definition, "definition", "", "only sagas of this definition")
 	f.IntVar(&limit, "limit", 50, "most sagas to show")
 	return cmd
@@ -277,6 +277,31 @@ func newSagaRetry(flags *clientFlags) *cobra.Command {
 				return printJSON(cmd.OutOrStdout(), s)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "saga %s resumed: %s\n", s.ID, s.Status)
+			return nil
+		},
+	}
+}
+
+func newSagaDiscard(flags *clientFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "discard ID",
+		Short: "Discard a quarantined saga",
+		Long: "End a quarantined saga (its stored state cannot be decoded; see docs/operations.md): it becomes discarded, " +
+			"and retention removes it. Any other saga: exit 4.",
+		Args: args(1, "a saga id"),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			c, err := flags.client()
+			if err != nil {
+				return err
+			}
+			s, err := c.DiscardSaga(cmd.Context(), a[0])
+			if err != nil {
+				return apiErr(err)
+			}
+			if flags.output == "json" {
+				return printJSON(cmd.OutOrStdout(), s)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "saga %s: %s\n", s.ID, s.Status)
 			return nil
 		},
 	}
