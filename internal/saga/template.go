@@ -224,9 +224,62 @@ func (t *template) measure(ctx evalContext, limit int) (int, bool) {
 }
 
 // refCache remembers resolved references within one render, so that a
-// reference repeated many times is looked up once.
+// reference repeated many times is looked up once, and indexes a list or
+// an object the second time a lookup walks into it, so that many
+// references into one large value do not each scan it.
 type refCache struct {
-	m map[*ref]json.RawMessage
+	m    map[*ref]json.RawMessage
+	seen map[container]bool
+	objs map[container]map[string]json.RawMessage
+	arrs map[container][]json.RawMessage
+}
+
+// container identifies a list or an object by where it lies in memory:
+// every value a render reads is a slice of the input or of an output.
+type container struct {
+	first *byte
+	n     int
+}
+
+// index returns raw's index if it is worth one: the second time raw is
+// walked into. Nil otherwise, and the caller scans.
+func (c *refCache) index(raw []byte) (map[string]json.RawMessage, []json.RawMessage, bool) {
+	k := container{&raw[0], len(raw)}
+	if m, ok := c.objs[k]; ok {
+		return m, nil, true
+	}
+	if a, ok := c.arrs[k]; ok {
+		return nil, a, true
+	}
+	if !c.seen[k] {
+		if c.seen == nil {
+			c.seen = map[container]bool{}
+		}
+		c.seen[k] = true
+		return nil, nil, false
+	}
+	if raw[0] == '{' {
+		m := map[string]json.RawMessage{}
+		eachMember(raw, func(key, val []byte) bool {
+			m[decodeKey(key)] = val // the last of duplicate keys wins
+			return true
+		})
+		if c.objs == nil {
+			c.objs = map[container]map[string]json.RawMessage{}
+		}
+		c.objs[k] = m
+		return m, nil, true
+	}
+	var a []json.RawMessage
+	eachElement(raw, func(val []byte) bool {
+		a = append(a, val)
+		return true
+	})
+	if c.arrs == nil {
+		c.arrs = map[container][]json.RawMessage{}
+	}
+	c.arrs[k] = a
+	return nil, a, true
 }
 
 func (c *refCache) resolve(r *ref, ctx evalContext) (json.RawMessage, bool) {
@@ -236,7 +289,7 @@ func (c *refCache) resolve(r *ref, ctx evalContext) (json.RawMessage, bool) {
 	if v, ok := c.m[r]; ok {
 		return v, true
 	}
-	v := resolveRef(r, ctx)
+	v := resolveRef(r, ctx, c)
 	if c.m == nil {
 		c.m = map[*ref]json.RawMessage{}
 	}
@@ -409,16 +462,16 @@ func interpolatedLen(raw json.RawMessage) int {
 var jsonNull = json.RawMessage("null")
 
 // resolveRef returns the referenced value as compact JSON, null if absent.
-func resolveRef(r *ref, ctx evalContext) json.RawMessage {
+func resolveRef(r *ref, ctx evalContext, c *refCache) json.RawMessage {
 	var v json.RawMessage
 	switch r.root {
 	case refSagaID:
 		return appendJSONString(nil, ctx.sagaID)
 	case refInput:
-		v = lookup(ctx.input, r.path)
+		v = c.lookup(ctx.input, r.path)
 	case refStep:
 		if ctx.output != nil {
-			v = lookup(ctx.output(r.step), r.path)
+			v = c.lookup(ctx.output(r.step), r.path)
 		}
 	}
 	if len(v) == 0 {
@@ -428,25 +481,31 @@ func resolveRef(r *ref, ctx evalContext) json.RawMessage {
 }
 
 // lookup walks path into raw, which must be valid JSON. It scans rather
-// than decodes, so the value comes back as a slice of raw, byte for byte,
-// and nothing is allocated whatever the size of raw.
-func lookup(raw json.RawMessage, path []string) json.RawMessage {
+// than decodes, so the value comes back as a slice of raw, byte for byte;
+// lists and objects walked into more than once are indexed (see index).
+func (c *refCache) lookup(raw json.RawMessage, path []string) json.RawMessage {
 	for _, seg := range path {
 		raw = bytes.TrimSpace(raw)
-		if len(raw) == 0 {
+		if len(raw) == 0 || raw[0] != '{' && raw[0] != '[' {
 			return nil
 		}
-		switch raw[0] {
-		case '{':
-			raw = objectMember(raw, seg)
-		case '[':
-			i, err := strconv.Atoi(seg)
-			if err != nil || i < 0 {
-				return nil
-			}
-			raw = arrayElement(raw, i)
-		default:
+		i, err := strconv.Atoi(seg)
+		if raw[0] == '[' && (err != nil || i < 0) {
 			return nil
+		}
+		obj, arr, indexed := c.index(raw)
+		switch {
+		case indexed && raw[0] == '{':
+			raw = obj[seg]
+		case indexed:
+			raw = nil
+			if i < len(arr) {
+				raw = arr[i]
+			}
+		case raw[0] == '{':
+			raw = objectMember(raw, seg)
+		default:
+			raw = arrayElement(raw, i)
 		}
 	}
 	return raw
@@ -456,41 +515,77 @@ func lookup(raw json.RawMessage, path []string) json.RawMessage {
 // absent. With duplicate keys the last wins, as with encoding/json.
 func objectMember(obj []byte, key string) []byte {
 	var found []byte
+	eachMember(obj, func(k, v []byte) bool {
+		if keyEquals(k, key) {
+			found = v
+		}
+		return true
+	})
+	return found
+}
+
+// arrayElement returns element n of the JSON array arr; nil if absent.
+func arrayElement(arr []byte, n int) []byte {
+	var found []byte
+	k := 0
+	eachElement(arr, func(v []byte) bool {
+		if k == n {
+			found = v
+			return false
+		}
+		k++
+		return true
+	})
+	return found
+}
+
+// eachMember calls f with each key token and value of the JSON object obj
+// until f returns false.
+func eachMember(obj []byte, f func(key, val []byte) bool) {
 	i := skipSpace(obj, 1)
 	for i < len(obj) && obj[i] == '"' {
 		kEnd := skipValue(obj, i)
 		k := obj[i:kEnd]
 		i = skipSpace(obj, kEnd)
 		if i >= len(obj) || obj[i] != ':' {
-			return nil
+			return
 		}
 		vStart := skipSpace(obj, i+1)
 		vEnd := skipValue(obj, vStart)
-		if keyEquals(k, key) {
-			found = obj[vStart:vEnd]
+		if !f(k, obj[vStart:vEnd]) {
+			return
 		}
 		i = skipSpace(obj, vEnd)
 		if i < len(obj) && obj[i] == ',' {
 			i = skipSpace(obj, i+1)
 		}
 	}
-	return found
 }
 
-// arrayElement returns element n of the JSON array arr; nil if absent.
-func arrayElement(arr []byte, n int) []byte {
+// eachElement calls f with each element of the JSON array arr until f
+// returns false.
+func eachElement(arr []byte, f func(val []byte) bool) {
 	i := skipSpace(arr, 1)
-	for k := 0; i < len(arr) && arr[i] != ']'; k++ {
+	for i < len(arr) && arr[i] != ']' {
 		end := skipValue(arr, i)
-		if k == n {
-			return arr[i:end]
+		if !f(arr[i:end]) {
+			return
 		}
 		i = skipSpace(arr, end)
 		if i < len(arr) && arr[i] == ',' {
 			i = skipSpace(arr, i+1)
 		}
 	}
-	return nil
+}
+
+// decodeKey returns a JSON string token's text.
+func decodeKey(tok []byte) string {
+	if bytes.IndexByte(tok, '\\') < 0 {
+		return string(tok[1 : len(tok)-1])
+	}
+	var s string
+	_ = json.Unmarshal(tok, &s) // a key of valid JSON
+	return s
 }
 
 // keyEquals compares a JSON string token with key; only a token with

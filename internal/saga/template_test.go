@@ -2,6 +2,7 @@ package saga
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 )
 
@@ -73,5 +74,46 @@ func TestTemplateRenderWithoutData(t *testing.T) {
 	tmpl, _ := compileTemplate(v)
 	if got, _, _ := tmpl.render(evalContext{}, MaxRenderedBytes); string(got) != `{"a":null,"b":null}` {
 		t.Fatalf("got %s", got)
+	}
+}
+
+// TestTemplateLookupIndexed: references that walk into one value many
+// times read it through an index; they must find what a decoder finds.
+func TestTemplateLookupIndexed(t *testing.T) {
+	input := json.RawMessage(`{"a":{"x":1,"y":[10,{"z":"deep"},30],"x":2},"b\u0031":"esc","list":[[0,1],[2,3]]}`)
+	var refs []string
+	want := map[string]string{
+		"a.x": `2`, "a.y.1.z": `"deep"`, "a.y.2": `30`, "a.y.3": `null`, "b1": `"esc"`,
+		"list.1.0": `2`, "list.0.1": `1`, "a.nope": `null`, "list.x": `null`,
+	}
+	for p := range want {
+		refs = append(refs, p)
+	}
+	var items []string
+	for _, p := range refs {
+		items = append(items, `"${input.`+p+`}"`)
+	}
+	doc := "[" + strings.Join(items, ",") + "," + strings.Join(items, ",") + "]"
+	v, err := parseJSON([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl, probs := compileTemplate(v)
+	if len(probs) > 0 {
+		t.Fatal(probs)
+	}
+	b, _, ok := tmpl.render(evalContext{input: input}, MaxRenderedBytes)
+	if !ok {
+		t.Fatal("render failed")
+	}
+	var got []json.RawMessage
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	for i, g := range got {
+		p := refs[i%len(refs)]
+		if string(g) != want[p] {
+			t.Errorf("${input.%s} (use %d) = %s, want %s", p, i/len(refs)+1, g, want[p])
+		}
 	}
 }
