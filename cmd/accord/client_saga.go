@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -20,7 +21,7 @@ func newSagaCommand() *cobra.Command {
 		"Start sagas of registered definitions, inspect them, cancel them, resume those that need an operator, and watch them run.", &flags)
 	cmd.Aliases = []string{"sagas"}
 	cmd.AddCommand(newSagaStart(&flags), newSagaGet(&flags), newSagaList(&flags), newSagaCancel(&flags),
-		newSagaRetry(&flags), newSagaWatch(&flags))
+		newSagaRetry(&flags), newSagaDiscard(&flags), newSagaWatch(&flags))
 	return cmd
 }
 
@@ -225,7 +226,7 @@ func newSagaList(flags *clientFlags) *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringSliceVar(&statuses, "status", nil, "only these statuses (repeat, or separate with commas): running, compensating, completed, compensated, cancelled, needs_operator")
+	f.StringSliceVar(&statuses, "status", nil, "only these statuses (repeat, or separate with commas): running, compensating, completed, compensated, cancelled, needs_operator, quarantined, discarded")
 	f.StringVar(&definition, "definition", "", "only sagas of this definition")
 	f.IntVar(&limit, "limit", 50, "most sagas to show")
 	return cmd
@@ -259,24 +260,39 @@ func newSagaCancel(flags *clientFlags) *cobra.Command {
 }
 
 func newSagaRetry(flags *clientFlags) *cobra.Command {
+	return sagaOperatorCommand(flags, "retry", "Resume a saga that needs an operator",
+		"Resume a saga in needs_operator: its failed compensation is tried again with a fresh retry budget. Any other saga: exit 4.",
+		"resumed", (*client.Client).RetrySaga)
+}
+
+func newSagaDiscard(flags *clientFlags) *cobra.Command {
+	return sagaOperatorCommand(flags, "discard", "Discard a quarantined saga",
+		"End a quarantined saga (its stored state cannot be decoded; see docs/operations.md): it becomes discarded, "+
+			"and retention removes it. Any other saga: exit 4.",
+		"discarded", (*client.Client).DiscardSaga)
+}
+
+// sagaOperatorCommand is an operator action on one saga, named by its id.
+func sagaOperatorCommand(flags *clientFlags, use, short, long, done string,
+	act func(*client.Client, context.Context, string) (*client.Saga, error)) *cobra.Command {
 	return &cobra.Command{
-		Use:   "retry ID",
-		Short: "Resume a saga that needs an operator",
-		Long:  "Resume a saga in needs_operator: its failed compensation is tried again with a fresh retry budget. Any other saga: exit 4.",
+		Use:   use + " ID",
+		Short: short,
+		Long:  long,
 		Args:  args(1, "a saga id"),
 		RunE: func(cmd *cobra.Command, a []string) error {
 			c, err := flags.client()
 			if err != nil {
 				return err
 			}
-			s, err := c.RetrySaga(cmd.Context(), a[0])
+			s, err := act(c, cmd.Context(), a[0])
 			if err != nil {
 				return apiErr(err)
 			}
 			if flags.output == "json" {
 				return printJSON(cmd.OutOrStdout(), s)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "saga %s resumed: %s\n", s.ID, s.Status)
+			fmt.Fprintf(cmd.OutOrStdout(), "saga %s %s: %s\n", s.ID, done, s.Status)
 			return nil
 		},
 	}

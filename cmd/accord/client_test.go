@@ -152,6 +152,11 @@ func TestCLIDefinitionsAndSagas(t *testing.T) {
 	}
 	code, out = cli(t, s.URL, "saga", "retry", started.ID)
 	wantCode(t, code, out, codeConflict)
+	code, out = cli(t, s.URL, "saga", "discard", started.ID)
+	wantCode(t, code, out, codeConflict)
+	if !strings.Contains(out, "not quarantined") {
+		t.Fatalf("discard a running saga: %s", out)
+	}
 }
 
 func TestCLIWaitAndWatch(t *testing.T) {

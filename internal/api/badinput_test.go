@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/accord-saga/accord/internal/api"
+	"github.com/accord-saga/accord/internal/saga"
 	"github.com/accord-saga/accord/internal/storage"
 )
 
@@ -49,6 +50,10 @@ func TestBadInput(t *testing.T) {
 		{"start: negative version", "POST", "/v1/sagas", "application/json", `{"definition": "order", "version": -1}`, nil, 422, api.TypeValidation, "body.version"},
 		{"start: body over the cap", "POST", "/v1/sagas", "application/json", big, nil, 413, api.TypePayloadTooLarge, ""},
 		{"start: input over its limit", "POST", "/v1/sagas", "application/json", bigInput, nil, 413, api.TypePayloadTooLarge, "body.input"},
+		// What the API accepts must be storable, readable and recoverable:
+		// nesting stops at saga.MaxJSONDepth, far below every decoder's.
+		{"start: input nested one level too deep", "POST", "/v1/sagas", "application/json", deepStart(saga.MaxJSONDepth + 1), nil, 422, api.TypeValidation, "body.input"},
+		{"start: input nested 9,999 deep", "POST", "/v1/sagas", "application/json", deepStart(9999), nil, 422, api.TypeValidation, "body.input"},
 		{"start: idempotency key too long", "POST", "/v1/sagas", "application/json", `{"definition": "order"}`,
 			[]string{"Idempotency-Key", strings.Repeat("k", 513)}, 422, api.TypeValidation, "header.Idempotency-Key"},
 		{"start: a body that is not JSON", "POST", "/v1/sagas", "text/plain", `definition=order`, nil, 415, api.TypeUnsupportedMediaType, ""},
@@ -164,4 +169,9 @@ func snapshot(t testing.TB, store storage.Driver) storeSnapshot {
 		tasks += q.Visible + q.InFlight + q.Delayed
 	}
 	return storeSnapshot{sagas: len(sagas), definitions: countDefinitions(t, store), tasks: tasks}
+}
+
+// deepStart is a start whose input nests depth levels deep.
+func deepStart(depth int) string {
+	return `{"definition": "order", "input": ` + strings.Repeat(`[`, depth) + strings.Repeat(`]`, depth) + `}`
 }

@@ -48,6 +48,11 @@ const (
 	// TypeNotNeedsOperator: an operator retry of a saga that does not
 	// need an operator.
 	TypeNotNeedsOperator = problemBase + "not-needs-operator"
+	// TypeQuarantined: the saga is quarantined (its stored state cannot
+	// be decoded); it takes no input until an operator discards it.
+	TypeQuarantined = problemBase + "quarantined"
+	// TypeNotQuarantined: a discard of a saga that is not quarantined.
+	TypeNotQuarantined = problemBase + "not-quarantined"
 	// TypeClaimLost: the task's claim expired and another worker holds
 	// it; drop the result.
 	TypeClaimLost = problemBase + "claim-lost"
@@ -274,7 +279,13 @@ func (s *server) problemFor(ctx context.Context, err error, location string) *Pr
 		return p
 	}
 	var ve *saga.ValidationError
+	var de *saga.DepthError
+	var re *saga.RenderLimitError
 	switch {
+	case errors.As(err, &de):
+		return limitProblem(de, location)
+	case errors.As(err, &re):
+		return limitProblem(re, location)
 	case errors.As(err, &ve):
 		details := make([]ProblemDetail, 0, len(ve.Problems))
 		for _, vp := range ve.Problems {
@@ -311,6 +322,11 @@ func (s *server) problemFor(ctx context.Context, err error, location string) *Pr
 		return newProblem(http.StatusConflict, TypeSagaEnded, err.Error())
 	case errors.Is(err, saga.ErrNotNeedsOperator):
 		return newProblem(http.StatusConflict, TypeNotNeedsOperator, err.Error())
+	case errors.Is(err, engine.ErrQuarantined):
+		return newProblem(http.StatusConflict, TypeQuarantined,
+			"the saga is quarantined: its stored state cannot be decoded; an operator may discard it")
+	case errors.Is(err, engine.ErrNotQuarantined):
+		return newProblem(http.StatusConflict, TypeNotQuarantined, err.Error())
 	case errors.Is(err, engine.ErrInvalidInput), errors.Is(err, storage.ErrInvalid):
 		if location == "" {
 			location = "body"
@@ -325,4 +341,14 @@ func (s *server) problemFor(ctx context.Context, err error, location string) *Pr
 		s.log.LogAttrs(ctx, logLevelUnavailable, "request failed", errAttr(err))
 		return newProblem(http.StatusServiceUnavailable, TypeUnavailable, "storage is unavailable; retry later")
 	}
+}
+
+// limitProblem reports input past one of the saga core's limits (nesting
+// depth, rendered step input) in the core's words, without the layers the
+// error passed through.
+func limitProblem(err error, location string) *Problem {
+	if location == "" {
+		location = "body"
+	}
+	return newProblem(http.StatusUnprocessableEntity, TypeValidation, err.Error(), ProblemDetail{Location: location, Message: err.Error()})
 }

@@ -21,6 +21,7 @@ import (
 var sagaStatuses = []string{
 	string(saga.StatusRunning), string(saga.StatusCompensating), string(saga.StatusCompleted),
 	string(saga.StatusCompensated), string(saga.StatusCancelled), string(saga.StatusNeedsOperator),
+	engine.StatusQuarantined, engine.StatusDiscarded,
 }
 
 // Saga is a saga with its steps, as GET /v1/sagas/{id} shows it.
@@ -28,8 +29,9 @@ type Saga struct {
 	ID                string          `json:"id"`
 	Definition        string          `json:"definition"`
 	DefinitionVersion int             `json:"definition_version"`
-	Status            string          `json:"status" enum:"running,compensating,completed,compensated,cancelled,needs_operator"`
-	Terminal          bool            `json:"terminal" doc:"True once the saga has ended (completed, compensated, cancelled, needs_operator)."`
+	Status            string          `json:"status" enum:"running,compensating,completed,compensated,cancelled,needs_operator,quarantined,discarded"`
+	Terminal          bool            `json:"terminal" doc:"True once the saga has ended (completed, compensated, cancelled, needs_operator, discarded)."`
+	Quarantine        string          `json:"quarantine,omitempty" doc:"Why a quarantined or discarded saga was set aside: its stored state cannot be decoded. Its steps are then unknown."`
 	Partition         int             `json:"partition"`
 	Reason            string          `json:"reason,omitempty" doc:"Why the saga compensates: step_failed, cancelled, saga_timeout."`
 	FailedStep        string          `json:"failed_step,omitempty"`
@@ -236,6 +238,16 @@ func (s *server) registerSagas() {
 	}, http.StatusNotFound, http.StatusConflict), s.handleRetrySaga)
 
 	huma.Register(s.api, s.operation(huma.Operation{
+		OperationID: "discardSaga",
+		Method:      http.MethodPost,
+		Path:        "/v1/sagas/{id}/discard",
+		Summary:     "Discard a quarantined saga",
+		Description: "Ends a quarantined saga (one whose stored state cannot be decoded): it becomes discarded, and retention removes it. " +
+			"Tasks already handed to workers are not withdrawn. 409 unless the saga is quarantined.",
+		Tags: []string{"Sagas"},
+	}, http.StatusNotFound, http.StatusConflict), s.handleDiscardSaga)
+
+	huma.Register(s.api, s.operation(huma.Operation{
 		OperationID: "listSagaEvents",
 		Method:      http.MethodGet,
 		Path:        "/v1/sagas/{id}/events",
@@ -353,6 +365,13 @@ func (s *server) handleRetrySaga(ctx context.Context, in *sagaIDInput) (*sagaOut
 	return s.currentSaga(ctx, in.ID)
 }
 
+func (s *server) handleDiscardSaga(ctx context.Context, in *sagaIDInput) (*sagaOutput, error) {
+	if err := s.eng.Discard(ctx, in.ID); err != nil {
+		return nil, s.problemFor(ctx, err, "path.id")
+	}
+	return s.currentSaga(ctx, in.ID)
+}
+
 func (s *server) currentSaga(ctx context.Context, id string) (*sagaOutput, error) {
 	sg, err := s.eng.GetSaga(ctx, id)
 	if err != nil {
@@ -417,7 +436,7 @@ func sagaFrom(sg engine.Saga) *Saga {
 	out := &Saga{
 		ID: sg.ID, Definition: sg.Definition, DefinitionVersion: sg.DefinitionVersion, Status: sg.Status,
 		Terminal: sg.Terminal, Partition: sg.Partition, Reason: v.Reason, FailedStep: v.FailedStep, Note: v.Note,
-		TimedOut: v.TimedOut, Input: rawJSON(v.Input), CreatedAt: sg.CreatedAt, UpdatedAt: sg.UpdatedAt,
+		TimedOut: v.TimedOut, Input: rawJSON(v.Input), CreatedAt: sg.CreatedAt, UpdatedAt: sg.UpdatedAt, Quarantine: sg.Quarantine,
 		StartedAt: v.StartedAt, EndedAt: sg.EndedAt, Deadline: v.Deadline, Steps: make([]Step, len(v.Steps)),
 	}
 	for i, st := range v.Steps {

@@ -22,7 +22,10 @@
 // node lost it) it reloads that partition's unfinished sagas from their
 // snapshots, re-arms their timers and dispatches their push attempts in
 // flight again (delivery is at least once). A reconciler re-creates any
-// pull task row that has gone missing.
+// pull task row that has gone missing. A saga whose snapshot cannot be
+// decoded is quarantined rather than retried (quarantine.go): the rest of
+// its partition runs, inputs for it are ErrQuarantined, and Discard ends
+// it.
 //
 // Database time: the core is given the engine's estimate of the database's clock
 // (local clock plus the offset seen at the last commit), so every deadline

@@ -2,6 +2,7 @@ package engine_test
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/accord-saga/accord/internal/engine"
 	"github.com/accord-saga/accord/internal/storage"
@@ -22,15 +25,30 @@ import (
 const testPartitions = 4
 
 // backend opens a fresh store; reopen opens the same store again.
+// setState overwrites a saga record's stored state behind the store's
+// back, as a fault or a bug would; it works once open has run.
 type backend struct {
-	name string
-	open func(t *testing.T) (store storage.Driver, reopen func(t *testing.T) storage.Driver)
+	name     string
+	open     func(t *testing.T) (store storage.Driver, reopen func(t *testing.T) storage.Driver)
+	setState func(t *testing.T, sagaID string, state []byte)
 }
 
 func backends() []backend {
+	var path, url, schema string // of the store open made last
 	return []backend{
-		{name: "sqlite", open: func(t *testing.T) (storage.Driver, func(t *testing.T) storage.Driver) {
-			path := filepath.Join(t.TempDir(), "accord.db")
+		{name: "sqlite", setState: func(t *testing.T, id string, state []byte) {
+			db, err := sql.Open("sqlite", path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			if res, err := db.Exec(`UPDATE sagas SET state = ? WHERE id = ?`, state, id); err != nil {
+				t.Fatalf("set state: %v", err)
+			} else if n, _ := res.RowsAffected(); n != 1 {
+				t.Fatalf("set state: saga %s not found", id)
+			}
+		}, open: func(t *testing.T) (storage.Driver, func(t *testing.T) storage.Driver) {
+			path = filepath.Join(t.TempDir(), "accord.db")
 			open := func(t *testing.T) storage.Driver {
 				d, err := sqlite.Open(context.Background(), sqlite.Config{Path: path, Partitions: testPartitions})
 				if err != nil {
@@ -41,8 +59,22 @@ func backends() []backend {
 			}
 			return open(t), open
 		}},
-		{name: "postgres", open: func(t *testing.T) (storage.Driver, func(t *testing.T) storage.Driver) {
-			url, schema := pgtest.Schema(t)
+		{name: "postgres", setState: func(t *testing.T, id string, state []byte) {
+			ctx := context.Background()
+			conn, err := pgx.Connect(ctx, url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close(ctx)
+			tag, err := conn.Exec(ctx, `UPDATE `+pgx.Identifier{schema, "sagas"}.Sanitize()+` SET state = $1 WHERE id = $2`, state, id)
+			if err != nil {
+				t.Fatalf("set state: %v", err)
+			}
+			if tag.RowsAffected() != 1 {
+				t.Fatalf("set state: saga %s not found", id)
+			}
+		}, open: func(t *testing.T) (storage.Driver, func(t *testing.T) storage.Driver) {
+			url, schema = pgtest.Schema(t)
 			open := func(t *testing.T) storage.Driver {
 				d, err := pgtest.Open(context.Background(), url, schema, testPartitions)
 				if err != nil {

@@ -74,6 +74,9 @@ func newMetrics(e *Engine, reg prometheus.Registerer) *metrics {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "accord_sagas_active", Help: "Unfinished sagas held in memory by this node.",
 		}, func() float64 { return float64(e.activeSagas()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "accord_sagas_quarantined", Help: "Sagas of this node's partitions set aside because their stored state cannot be decoded; each waits for an operator (docs/operations.md).",
+		}, func() float64 { return float64(e.quarantinedSagas()) }),
 		&queueCollector{e: e},
 	)
 	return m

@@ -47,6 +47,11 @@ type partition struct {
 	// active mirrors len(sagas) for the metrics gauge, which runs on
 	// another goroutine.
 	active atomic.Int64
+	// quarantined holds the sagas of this partition set aside because
+	// their stored state cannot be decoded (see quarantine.go);
+	// quarantinedN mirrors its size for the metrics gauge.
+	quarantined  map[string]bool
+	quarantinedN atomic.Int64
 	// dbOffset is the database clock minus the local clock, as last seen.
 	dbOffset time.Duration
 }
@@ -73,6 +78,7 @@ const (
 	// before it, and every timer due when it is taken, is durable. Tests
 	// use it to wait for a quiet engine after moving its clock.
 	reqSync
+	reqDiscard
 )
 
 // request is one input for a partition loop. reply, if set, receives the
@@ -103,16 +109,17 @@ type reply struct {
 // its loop.
 func (e *Engine) startPartition(ctx context.Context, lease storage.Lease) (*partition, error) {
 	p := &partition{
-		e:          e,
-		id:         lease.Partition,
-		epoch:      lease.Epoch,
-		inbox:      make(chan *request, e.cfg.InboxSize),
-		stopCh:     make(chan struct{}),
-		done:       make(chan struct{}),
-		sagas:      map[string]*sagaEntry{},
-		timers:     newTimerHeap(),
-		recentKeys: map[string]cachedKey{},
-		reload:     map[string]bool{},
+		e:           e,
+		id:          lease.Partition,
+		epoch:       lease.Epoch,
+		inbox:       make(chan *request, e.cfg.InboxSize),
+		stopCh:      make(chan struct{}),
+		done:        make(chan struct{}),
+		sagas:       map[string]*sagaEntry{},
+		timers:      newTimerHeap(),
+		recentKeys:  map[string]cachedKey{},
+		reload:      map[string]bool{},
+		quarantined: map[string]bool{},
 	}
 	if err := p.recover(ctx); err != nil {
 		return nil, err
@@ -366,7 +373,7 @@ func (p *partition) reloadFailed() {
 			delete(p.reload, id) // an input loaded it meanwhile
 			continue
 		}
-		if _, err := p.load(id); err != nil {
+		if _, err := p.load(id); err != nil && !errors.Is(err, ErrQuarantined) {
 			return // the store is still unreachable; try again later
 		}
 		delete(p.reload, id)

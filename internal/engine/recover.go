@@ -30,7 +30,10 @@ func encodeSnapshot(version int64, s *saga.State) []byte {
 func (e *Engine) entryFromRecord(ctx context.Context, rec storage.Saga) (*sagaEntry, error) {
 	var snap snapshot
 	if err := json.Unmarshal(rec.State, &snap); err != nil || snap.State == nil {
-		return nil, fmt.Errorf("engine: saga %s: snapshot unreadable: %v", rec.ID, err)
+		if err == nil {
+			err = errors.New("no saga state in it")
+		}
+		return nil, &UnreadableError{SagaID: rec.ID, Err: err}
 	}
 	def, err := e.defs.get(ctx, rec.Definition, rec.DefinitionVersion)
 	if err != nil {
@@ -57,7 +60,15 @@ func (p *partition) load(id string) (*sagaEntry, error) {
 	if rec.Terminal || rec.Partition != p.id {
 		return nil, nil
 	}
+	if p.quarantined[id] || setAside(rec) {
+		return nil, fmt.Errorf("%w: %s", ErrQuarantined, id)
+	}
 	entry, err := p.e.entryFromRecord(ctx, rec)
+	var ue *UnreadableError
+	if errors.As(err, &ue) {
+		p.quarantine(ctx, rec, err)
+		return nil, err
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -99,7 +110,16 @@ func (p *partition) recover(ctx context.Context) error {
 			return fmt.Errorf("engine: recover partition %d: %w", p.id, err)
 		}
 		for _, rec := range recs {
+			if setAside(rec) {
+				p.markQuarantined(rec.ID)
+				continue
+			}
 			entry, err := p.e.entryFromRecord(ctx, rec)
+			var ue *UnreadableError
+			if errors.As(err, &ue) {
+				p.quarantine(ctx, rec, err)
+				continue
+			}
 			if err != nil {
 				// One unreadable saga must not keep a partition down; it
 				// is reported and left in the store for an operator.

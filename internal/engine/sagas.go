@@ -66,6 +66,8 @@ func (e *Engine) StartSaga(ctx context.Context, sp StartParams) (StartResult, er
 		sp.Input = json.RawMessage("{}")
 	} else if !json.Valid(sp.Input) {
 		return StartResult{}, fmt.Errorf("%w: input is not valid JSON", ErrInvalidInput)
+	} else if err := saga.CheckDepth(sp.Input, "input"); err != nil {
+		return StartResult{}, fmt.Errorf("%w: %w", ErrInvalidInput, err)
 	}
 	if len(sp.IdempotencyKey) > storage.MaxKeyLength {
 		return StartResult{}, fmt.Errorf("%w: idempotency key longer than %d bytes", ErrInvalidInput, storage.MaxKeyLength)
@@ -124,6 +126,9 @@ type Saga struct {
 	UpdatedAt         time.Time
 	EndedAt           time.Time
 	View              saga.View
+	// Quarantine says why a quarantined or discarded saga was set aside;
+	// View is then empty.
+	Quarantine string
 }
 
 // GetSaga returns a saga's durable state: what every acknowledged input
@@ -144,6 +149,11 @@ func (e *Engine) GetSaga(ctx context.Context, id string) (Saga, error) {
 
 func (e *Engine) sagaFromRecord(ctx context.Context, rec storage.Saga) (Saga, error) {
 	entry, err := e.entryFromRecord(ctx, rec)
+	var ue *UnreadableError
+	if errors.As(err, &ue) || setAside(rec) {
+		// Shown as it is, whether or not its partition has marked it yet.
+		return quarantinedView(rec, ue), nil
+	}
 	if err != nil {
 		return Saga{}, err
 	}

@@ -201,6 +201,9 @@ func (e *Engine) CompleteTask(ctx context.Context, res Result) error {
 	if len(res.Output) > storage.MaxPayloadBytes/2 {
 		return fmt.Errorf("%w: output larger than %d bytes", ErrInvalidInput, storage.MaxPayloadBytes/2)
 	}
+	if err := saga.CheckDepth(res.Output, "output"); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidInput, err)
+	}
 	if t, ok := e.pushes.take(res.TaskID, res.ClaimToken); ok {
 		return e.complete(ctx, t, res)
 	}

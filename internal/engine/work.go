@@ -35,6 +35,11 @@ type work struct {
 	stepPublishes []stepPublish
 	self          []*request
 
+	// records are saga records written without events (a discard);
+	// discarded are the ids of the sagas discarded.
+	records   []storage.Saga
+	discarded []string
+
 	pushes   []Task
 	queues   map[string]bool
 	finished []*pending
@@ -68,7 +73,7 @@ func newWork(p *partition) *work {
 }
 
 func (w *work) empty() bool {
-	return len(w.order) == 0 && len(w.taskDeletes) == 0 && len(w.publishes) == 0
+	return len(w.order) == 0 && len(w.taskDeletes) == 0 && len(w.publishes) == 0 && len(w.records) == 0
 }
 
 // reply records the answer for a request, sent after the commit.
@@ -112,6 +117,8 @@ func (w *work) apply(r *request) {
 		w.applyPublish(r)
 	case reqSync:
 		w.reply(r, reply{})
+	case reqDiscard:
+		w.applyDiscard(r)
 	}
 }
 
@@ -344,6 +351,7 @@ func (w *work) params() *storage.CommitParams {
 		p.TaskDeletes = append(p.TaskDeletes, id)
 	}
 	p.Publishes = w.publishes
+	p.SagaUpserts = append(p.SagaUpserts, w.records...)
 	return p
 }
 
@@ -391,6 +399,7 @@ func (w *work) committed(dbNow time.Time) {
 	for _, t := range w.pushes {
 		p.e.pushes.dispatch(t)
 	}
+	w.discardedCommitted()
 	for _, pd := range w.finished {
 		status := string(pd.state.Status())
 		m.sagasFinished.WithLabelValues(pd.entry.def.Name, status).Inc()

@@ -96,6 +96,9 @@ type ErrorInfo struct {
 const (
 	CodeAttemptTimeout = "attempt_timeout"
 	CodeStepTimeout    = "step_timeout"
+	// CodeInputTooLarge: the step's input would render past
+	// MaxRenderedBytes, so it was not sent.
+	CodeInputTooLarge = "input_too_large"
 )
 
 // Event is one entry of a saga's log. Every event carries the saga id, the

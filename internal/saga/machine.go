@@ -69,6 +69,14 @@ const (
 	maxMessage   = 1024
 )
 
+// MaxRenderedBytes bounds a step's input as rendered from its template. A
+// template may repeat a reference, so a small definition and an input of
+// MaxInputBytes could otherwise ask for gigabytes. A start whose input
+// alone already renders some step past it is refused; a step whose input
+// would pass it once earlier outputs are known fails without being sent,
+// with the code CodeInputTooLarge.
+const MaxRenderedBytes = 1 << 20
+
 // Start begins a saga on def: it records saga.started, arms the saga
 // timeout if the definition has one, and dispatches the steps that depend
 // on nothing.
@@ -88,6 +96,9 @@ func Start(def *Definition, in StartInput) (*State, []Event, []Command, error) {
 	}
 	if input == nil {
 		input = jsonNull
+	}
+	if err := checkRenderSizes(def, in.SagaID, input); err != nil {
+		return nil, nil, nil, err
 	}
 	m := &machine{def: def, s: &State{}, sagaID: in.SagaID, now: normTime(in.Now)}
 	started := Event{Type: EventSagaStarted, DefinitionHash: def.Hash(), Input: input, Seed: in.Seed}
@@ -510,6 +521,10 @@ func (m *machine) progress() error {
 				if err := m.dispatchAction(i, 1); err != nil {
 					return err
 				}
+				if s.SagaStatus != StatusRunning {
+					// The step could not be sent and failed: compensate.
+					return m.progress()
+				}
 			}
 		}
 		if !done {
@@ -560,6 +575,16 @@ func (m *machine) ready(i int) bool {
 func (m *machine) dispatchAction(i, attempt int) error {
 	sd := &m.def.Steps[i]
 	e := Event{Type: EventStepScheduled, Step: sd.Name, Attempt: attempt, TaskID: TaskID(m.sagaID, sd.Name, PhaseAction, attempt)}
+	payload, err := actionPayload(m.def, m.s, i)
+	if err != nil {
+		// The input is too large to send, and will be on every attempt:
+		// the step fails at once, without timers.
+		if err := m.emit(e); err != nil {
+			return err
+		}
+		return m.actionEnded(i, Event{Type: EventStepFailed, Step: sd.Name, Attempt: attempt, Outcome: OutcomeFailure,
+			Error: &ErrorInfo{Code: CodeInputTooLarge, Message: err.Error()}}, false)
+	}
 	if sd.AttemptTimeout > 0 {
 		e.AttemptDeadline = m.after(sd.AttemptTimeout)
 	}
@@ -569,7 +594,7 @@ func (m *machine) dispatchAction(i, attempt int) error {
 	if err := m.emit(e); err != nil {
 		return err
 	}
-	m.cmd(dispatchFor(m.def, m.s, i, PhaseAction, attempt, e.AttemptDeadline))
+	m.cmd(dispatchFor(m.def, m.s, i, PhaseAction, attempt, e.AttemptDeadline, payload))
 	if !e.AttemptDeadline.IsZero() {
 		m.cmd(attemptTimer(m.sagaID, sd.Name, PhaseAction, attempt, e.AttemptDeadline))
 	}
@@ -582,13 +607,23 @@ func (m *machine) dispatchAction(i, attempt int) error {
 func (m *machine) dispatchCompensation(i, attempt int) error {
 	sd := &m.def.Steps[i]
 	e := Event{Type: EventCompensationScheduled, Step: sd.Name, Attempt: attempt, TaskID: TaskID(m.sagaID, sd.Name, PhaseCompensation, attempt)}
+	payload, err := actionPayload(m.def, m.s, i)
+	if err != nil {
+		// The action got this same input, rendered from the same outputs,
+		// so this cannot happen; should it, an operator decides.
+		if err := m.emit(e); err != nil {
+			return err
+		}
+		return m.compensationEnded(i, Event{Type: EventCompensationFailed, Step: sd.Name, Attempt: attempt, Outcome: OutcomeFailure,
+			Final: true, Error: &ErrorInfo{Code: CodeInputTooLarge, Message: err.Error()}}, CodeInputTooLarge)
+	}
 	if sd.AttemptTimeout > 0 {
 		e.AttemptDeadline = m.after(sd.AttemptTimeout)
 	}
 	if err := m.emit(e); err != nil {
 		return err
 	}
-	m.cmd(dispatchFor(m.def, m.s, i, PhaseCompensation, attempt, e.AttemptDeadline))
+	m.cmd(dispatchFor(m.def, m.s, i, PhaseCompensation, attempt, e.AttemptDeadline, payload))
 	if !e.AttemptDeadline.IsZero() {
 		m.cmd(attemptTimer(m.sagaID, sd.Name, PhaseCompensation, attempt, e.AttemptDeadline))
 	}
@@ -598,7 +633,7 @@ func (m *machine) dispatchCompensation(i, attempt int) error {
 // dispatchFor builds the DispatchStep for an attempt. Payloads are
 // rendered from the state, which holds every output they can read; they
 // are the same on every attempt.
-func dispatchFor(def *Definition, s *State, i int, phase Phase, attempt int, deadline time.Time) DispatchStep {
+func dispatchFor(def *Definition, s *State, i int, phase Phase, attempt int, deadline time.Time, payload json.RawMessage) DispatchStep {
 	sd := &def.Steps[i]
 	d := DispatchStep{
 		TaskID:         TaskID(s.SagaID, sd.Name, phase, attempt),
@@ -609,7 +644,7 @@ func dispatchFor(def *Definition, s *State, i int, phase Phase, attempt int, dea
 		Phase:          phase,
 		Attempt:        attempt,
 		Target:         sd.Action,
-		Payload:        actionPayload(def, s, i),
+		Payload:        payload,
 		IdempotencyKey: IdempotencyKey(s.SagaID, sd.Name, phase),
 		AttemptTimeout: time.Duration(sd.AttemptTimeout),
 		Deadline:       deadline,
@@ -631,12 +666,14 @@ func dispatchFor(def *Definition, s *State, i int, phase Phase, attempt int, dea
 	return d
 }
 
-func actionPayload(def *Definition, s *State, i int) json.RawMessage {
+// actionPayload renders step i's input; a *RenderLimitError when it
+// would pass MaxRenderedBytes.
+func actionPayload(def *Definition, s *State, i int) (json.RawMessage, error) {
 	t := def.templates[i]
 	if t == nil {
-		return s.Input
+		return s.Input, nil
 	}
-	return t.render(evalContext{
+	b, n, ok := t.render(evalContext{
 		sagaID: s.SagaID,
 		input:  s.Input,
 		output: func(step string) json.RawMessage {
@@ -645,13 +682,40 @@ func actionPayload(def *Definition, s *State, i int) json.RawMessage {
 			}
 			return nil
 		},
-	})
+	}, MaxRenderedBytes)
+	if !ok {
+		return nil, &RenderLimitError{Step: def.Steps[i].Name, Size: n, Limit: MaxRenderedBytes}
+	}
+	return b, nil
 }
 
-// compactJSON validates raw and returns it compacted; empty stays nil.
+// checkRenderSizes refuses a start whose input alone renders some step's
+// input past MaxRenderedBytes, counting every step output at its smallest.
+func checkRenderSizes(def *Definition, sagaID string, input json.RawMessage) error {
+	ctx := evalContext{sagaID: sagaID, input: input, outputsUnknown: true}
+	for i, t := range def.templates {
+		if t == nil {
+			if len(input) > MaxRenderedBytes {
+				return &RenderLimitError{Step: def.Steps[i].Name, Size: len(input), Limit: MaxRenderedBytes}
+			}
+			continue
+		}
+		if n, ok := t.measure(ctx, MaxRenderedBytes); !ok {
+			return &RenderLimitError{Step: def.Steps[i].Name, Size: n, Limit: MaxRenderedBytes}
+		}
+	}
+	return nil
+}
+
+// compactJSON validates raw and returns it compacted; empty stays nil. It
+// refuses JSON nested deeper than MaxJSONDepth, which the snapshot that
+// keeps it could not be read back from.
 func compactJSON(raw json.RawMessage, what string) (json.RawMessage, error) {
 	if len(bytes.TrimSpace(raw)) == 0 {
 		return nil, nil
+	}
+	if err := CheckDepth(raw, what); err != nil {
+		return nil, err
 	}
 	var b bytes.Buffer
 	if err := json.Compact(&b, raw); err != nil {

@@ -210,11 +210,18 @@ func (s *State) Tasks(def *Definition) ([]DispatchStep, error) {
 	}
 	var out []DispatchStep
 	for i, st := range s.Steps {
+		if !st.Action.InFlight && !st.Compensation.InFlight {
+			continue
+		}
+		payload, err := actionPayload(def, s, i)
+		if err != nil {
+			return nil, err
+		}
 		if st.Action.InFlight {
-			out = append(out, dispatchFor(def, s, i, PhaseAction, st.Action.Attempt, st.Action.Deadline))
+			out = append(out, dispatchFor(def, s, i, PhaseAction, st.Action.Attempt, st.Action.Deadline, payload))
 		}
 		if st.Compensation.InFlight {
-			out = append(out, dispatchFor(def, s, i, PhaseCompensation, st.Compensation.Attempt, st.Compensation.Deadline))
+			out = append(out, dispatchFor(def, s, i, PhaseCompensation, st.Compensation.Attempt, st.Compensation.Deadline, payload))
 		}
 	}
 	return out, nil

@@ -20,6 +20,11 @@ const (
 	StatusCompensated   = "compensated"
 	StatusCancelled     = "cancelled"
 	StatusNeedsOperator = "needs_operator"
+	// StatusQuarantined: the saga's stored state cannot be decoded; it
+	// waits for an operator to discard it (DiscardSaga).
+	StatusQuarantined = "quarantined"
+	// StatusDiscarded: an operator discarded a quarantined saga.
+	StatusDiscarded = "discarded"
 )
 
 // StartRequest starts a saga.
@@ -50,23 +55,25 @@ type StartResult struct {
 
 // Saga is a saga with its steps.
 type Saga struct {
-	ID                string          `json:"id"`
-	Definition        string          `json:"definition"`
-	DefinitionVersion int             `json:"definition_version"`
-	Status            string          `json:"status"`
-	Terminal          bool            `json:"terminal"`
-	Partition         int             `json:"partition"`
-	Reason            string          `json:"reason,omitempty"`
-	FailedStep        string          `json:"failed_step,omitempty"`
-	Note              string          `json:"note,omitempty"`
-	TimedOut          bool            `json:"timed_out,omitempty"`
-	Input             json.RawMessage `json:"input,omitempty"`
-	CreatedAt         time.Time       `json:"created_at"`
-	UpdatedAt         time.Time       `json:"updated_at"`
-	StartedAt         time.Time       `json:"started_at,omitzero"`
-	EndedAt           time.Time       `json:"ended_at,omitzero"`
-	Deadline          time.Time       `json:"deadline,omitzero"`
-	Steps             []Step          `json:"steps"`
+	ID                string `json:"id"`
+	Definition        string `json:"definition"`
+	DefinitionVersion int    `json:"definition_version"`
+	Status            string `json:"status"`
+	Terminal          bool   `json:"terminal"`
+	Partition         int    `json:"partition"`
+	Reason            string `json:"reason,omitempty"`
+	FailedStep        string `json:"failed_step,omitempty"`
+	Note              string `json:"note,omitempty"`
+	TimedOut          bool   `json:"timed_out,omitempty"`
+	// Quarantine says why a quarantined or discarded saga was set aside.
+	Quarantine string          `json:"quarantine,omitempty"`
+	Input      json.RawMessage `json:"input,omitempty"`
+	CreatedAt  time.Time       `json:"created_at"`
+	UpdatedAt  time.Time       `json:"updated_at"`
+	StartedAt  time.Time       `json:"started_at,omitzero"`
+	EndedAt    time.Time       `json:"ended_at,omitzero"`
+	Deadline   time.Time       `json:"deadline,omitzero"`
+	Steps      []Step          `json:"steps"`
 }
 
 // Step is one step of a saga.
@@ -262,6 +269,17 @@ func (c *Client) CancelSaga(ctx context.Context, id, reason string) (*Saga, erro
 func (c *Client) RetrySaga(ctx context.Context, id string) (*Saga, error) {
 	s := &Saga{}
 	if _, err := c.do(ctx, &call{method: http.MethodPost, path: sagaPath(id, "retry"), retry: retryRefused, out: s}); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// DiscardSaga ends a quarantined saga (one whose stored state cannot be
+// decoded); retention then removes it. Any other saga is a 409
+// not-quarantined.
+func (c *Client) DiscardSaga(ctx context.Context, id string) (*Saga, error) {
+	s := &Saga{}
+	if _, err := c.do(ctx, &call{method: http.MethodPost, path: sagaPath(id, "discard"), retry: retryRefused, out: s}); err != nil {
 		return nil, err
 	}
 	return s, nil
