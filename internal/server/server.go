@@ -21,8 +21,17 @@ import (
 )
 
 // Run serves until ctx is cancelled, then shuts down gracefully.
+//
+// It takes the listen address before it opens the store, so that a server
+// that cannot listen fails without touching a store another server may be
+// running on; and the embedded store refuses a second server outright.
 func Run(ctx context.Context, cfg Config) error {
 	log := newLogger(cfg)
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("--addr %s: %w", cfg.Addr, err)
+	}
+	defer ln.Close() // unless Serve took it; closing it twice is harmless
 	store, err := OpenStore(ctx, cfg)
 	if err != nil {
 		return err
@@ -142,10 +151,6 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}()
 
-	ln, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		return fmt.Errorf("--addr %s: %w", cfg.Addr, err)
-	}
 	handler := api.New(api.Config{
 		Engine:       eng,
 		Bus:          b,
