@@ -35,6 +35,9 @@
 // may take the partition again later, with a new epoch, from the store.
 //
 // Ownership: Engine.Start starts the lease manager, the loops and the
-// retention sweeper; Engine.Stop stops intake, lets each loop finish its
-// batch, releases the leases and waits for every goroutine.
+// retention sweeper; Engine.Quiesce makes it hand out no new work (no push
+// dispatch, no task to a poll) while results are still recorded, the
+// first step of a graceful shutdown; Engine.Stop quiesces, stops intake,
+// lets each loop finish its batch, releases the leases and waits for every
+// goroutine.
 package engine

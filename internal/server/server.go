@@ -187,13 +187,29 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("http server: %w", err)
 	case <-ctx.Done():
 	}
-	log.Info("shutting down", "timeout", cfg.ShutdownTimeout)
+	log.Info("shutting down: no new work; calls and requests in flight finish", "timeout", cfg.ShutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
+	// Start nothing new, at once: the engine dispatches no attempt and
+	// hands no task to a poll, the dispatcher starts no call, and the bus
+	// delivers no message. The engine still records results, so the calls
+	// in flight, and the requests of workers reporting theirs, finish and
+	// report, within the one timeout.
+	eng.Quiesce()
+	push.Quiesce()
+	if err := b.Stop(sctx); err != nil {
+		log.Warn("stop bus", "err", err)
+	}
 	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		log.Warn("http shutdown", "err", err)
+		log.Warn("http shutdown: requests cut off at the timeout", "err", err)
+		_ = srv.Close()
 	}
 	<-serveErr
+	if err := push.Stop(sctx); err != nil {
+		log.Warn("stop push dispatch", "err", err)
+	}
+	// The deferred stops follow: the engine commits its last batches and
+	// releases its leases, then the store closes.
 	log.Info("stopped")
 	return nil
 }
