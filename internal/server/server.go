@@ -57,6 +57,7 @@ func Run(ctx context.Context, cfg Config) error {
 	// The dispatcher reports results to the engine, and the engine hands
 	// tasks to the dispatcher: the closure breaks the cycle.
 	var eng *engine.Engine
+	allow := logPushAllow(log, cfg, ln.Addr().String())
 	push, err := dispatch.New(dispatch.Config{
 		Complete: func(ctx context.Context, r engine.Result) error {
 			if r.ErrorCode == dispatch.CodeTimeout {
@@ -69,7 +70,7 @@ func Run(ctx context.Context, cfg Config) error {
 			return eng.CompleteTask(ctx, r)
 		},
 		Version:  cfg.Version,
-		Allow:    cfg.PushAllow,
+		Allow:    allow,
 		Workers:  cfg.PushWorkers,
 		Breaker:  dispatch.BreakerConfig{ConsecutiveFailures: uint32(cfg.PushBreakerFailures), OpenTimeout: cfg.PushBreakerOpen},
 		Bulkhead: dispatch.BulkheadConfig{MaxConcurrent: cfg.PushBulkhead, MaxWait: cfg.PushBulkheadWait},
@@ -212,6 +213,22 @@ func Run(ctx context.Context, cfg Config) error {
 	// releases its leases, then the store closes.
 	log.Info("stopped")
 	return nil
+}
+
+// logPushAllow returns the push allowlist in force for a server listening
+// on addr, and says in the log what it allows and why.
+func logPushAllow(log *slog.Logger, cfg Config, addr string) []string {
+	cfg.Addr = addr
+	allow, loopback := cfg.EffectivePushAllow()
+	switch {
+	case loopback:
+		log.Info("push targets allowed: loopback only (the default on a loopback address; --push-allow replaces it)", "push_allow", strings.Join(allow, ","))
+	case len(allow) > 0:
+		log.Info("push targets allowed", "push_allow", strings.Join(allow, ","))
+	default:
+		log.Warn("push targets allowed: none (the default on a non-loopback address); push steps and webhooks fail with target_not_allowed until --push-allow lists their endpoints")
+	}
+	return allow
 }
 
 func newLogger(cfg Config) *slog.Logger {
