@@ -198,9 +198,8 @@ func Run(ctx context.Context, cfg Config) error {
 	// report, within the one timeout.
 	eng.Quiesce()
 	push.Quiesce()
-	if err := b.Stop(sctx); err != nil {
-		log.Warn("stop bus", "err", err)
-	}
+	busStopped := make(chan error, 1)
+	go func() { busStopped <- b.Stop(sctx) }()
 	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		log.Warn("http shutdown: requests cut off at the timeout", "err", err)
 		_ = srv.Close()
@@ -208,6 +207,9 @@ func Run(ctx context.Context, cfg Config) error {
 	<-serveErr
 	if err := push.Stop(sctx); err != nil {
 		log.Warn("stop push dispatch", "err", err)
+	}
+	if err := <-busStopped; err != nil {
+		log.Warn("stop bus", "err", err)
 	}
 	// The deferred stops follow: the engine commits its last batches and
 	// releases its leases, then the store closes.
