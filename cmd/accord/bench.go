@@ -28,7 +28,7 @@ generator together, so they are an upper bound for the server alone.
 
 With --server URL it measures a running server instead, through the HTTP
 API (start, then the wait long poll), with push participants on loopback in
-this process (the server needs --push-allow 'http://127.0.0.1:*') or pull
+this process (a server on a non-loopback address needs --push-allow 'http://127.0.0.1:*') or pull
 workers of the Go SDK; CPU and memory are then the server's alone, read
 from its /metrics, and the store's append rate is not measured.`,
 		Args: cobra.NoArgs,

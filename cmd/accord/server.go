@@ -42,7 +42,7 @@ Every flag can also be set with the environment variable shown beside it.`,
 	f.DurationVar(&cfg.Retention, "retention", cfg.Retention, "how long a finished saga and its log are kept")
 	f.DurationVar(&cfg.IdempotencyTTL, "idempotency-ttl", cfg.IdempotencyTTL, "how long a saga start's idempotency key is remembered")
 	f.DurationVar(&cfg.BusStallAfter, "bus-stall-after", cfg.BusStallAfter, "how long a bus message may stay unfinished by a consumer group before its flow is reported as stalled")
-	f.StringSliceVar(&cfg.PushAllow, "push-allow", cfg.PushAllow, `endpoints push steps may call: URL patterns like http://127.0.0.1:* or CIDRs like 10.0.0.0/8; "*" allows all (default none)`)
+	f.StringSliceVar(&cfg.PushAllow, "push-allow", cfg.PushAllow, `endpoints push steps and webhooks may call: URL patterns like http://127.0.0.1:* or CIDRs like 10.0.0.0/8; "*" allows all (default: loopback targets when --addr is a loopback address, none otherwise)`)
 	f.IntVar(&cfg.PushWorkers, "push-workers", cfg.PushWorkers, "concurrent push calls at most")
 	f.IntVar(&cfg.PushBreakerFailures, "push-breaker-failures", cfg.PushBreakerFailures, "consecutive failures that open an endpoint's circuit breaker")
 	f.DurationVar(&cfg.PushBreakerOpen, "push-breaker-open", cfg.PushBreakerOpen, "how long an open breaker rejects calls before a half-open probe")

@@ -3,7 +3,7 @@
 // participants of an Accord server, registers the saga, and places one
 // order. Flags inject failures.
 //
-//	go run ./cmd/accord server --push-allow 'http://127.0.0.1:*'   # in one terminal
+//	go run ./cmd/accord server                                     # in one terminal
 //	go run ./examples/order                                        # an order that completes
 //	go run ./examples/order --card declined                        # the payment is declined
 //	go run ./examples/order --sku vase                             # out of stock
@@ -88,7 +88,7 @@ func run(ctx context.Context, server, dir string, in shop.Input, down string, se
 	// too: register it under the next free version.
 	def, err := register(ctx, c, svcs.Definition())
 	if err != nil {
-		return fmt.Errorf("register the order saga (is the server running at %s, with --push-allow 'http://127.0.0.1:*'?): %w", server, err)
+		return fmt.Errorf("register the order saga (is the server running at %s? On a non-loopback address it needs --push-allow 'http://127.0.0.1:*'): %w", server, err)
 	}
 	started, err := c.StartSaga(ctx, client.StartRequest{Definition: shop.DefinitionName, Version: def.Version, Input: in})
 	if err != nil {

@@ -8,7 +8,7 @@
 // joins them. If any of them fails (an unsupported codec), the ones that
 // succeeded are undone, and nothing is announced.
 //
-//	go run ./cmd/accord server --push-allow 'http://127.0.0.1:*'   # in one terminal
+//	go run ./cmd/accord server                                     # in one terminal
 //	go run ./examples/video                                        # in another
 package main
 
@@ -283,7 +283,7 @@ func run(ctx context.Context, c *client.Client, s *services, videos []Video) ([]
 }
 
 func main() {
-	server := flag.String("server", envOr("ACCORD_SERVER", "http://127.0.0.1:7780"), "Accord server URL (run with --push-allow 'http://127.0.0.1:*')")
+	server := flag.String("server", envOr("ACCORD_SERVER", "http://127.0.0.1:7780"), "Accord server URL (on a non-loopback address, run it with --push-allow 'http://127.0.0.1:*')")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()

@@ -51,8 +51,9 @@ func pushParticipant() (url string, stop func(), err error) {
 
 // RunRemote runs a saga benchmark against a running server (cfg.Server):
 // starts through the HTTP API and waits for each saga's end with the
-// API's long poll; push participants on loopback in this process (the
-// server must allow http://127.0.0.1:* in --push-allow) or pull workers of
+// API's long poll; push participants on loopback in this process (a
+// server on a non-loopback address must allow http://127.0.0.1:* in
+// --push-allow) or pull workers of
 // the Go SDK. Server CPU and memory are read from the server's own
 // /metrics (process_cpu_seconds_total, process_resident_memory_bytes), so
 // they are the server's alone; the store's append limit is not measured.

@@ -22,7 +22,9 @@
 // Stop stops intake, lets the calls in flight finish until its context
 // ends, then cancels them; a cancelled call reports no result and is left to
 // its attempt timeout. Tasks still queued are abandoned the same way. Stop is safe
-// twice. The HTTP client's idle connections are closed by Stop.
+// twice. The HTTP client's idle connections are closed by Stop. Quiesce is
+// Stop's first half on its own: it stops intake at once and does not wait,
+// so that a shutdown can start no new call before it waits for anything.
 //
 // All methods are safe for concurrent use. Config callbacks (Complete,
 // Observe, OnBreakerChange, Propagate) are called from worker goroutines;

@@ -55,9 +55,6 @@ func New(cfg Config) (*Push, error) {
 	if err != nil {
 		return nil, err
 	}
-	if allow.Empty() {
-		cfg.Logger.Warn("push allowlist is empty: every push target is refused with target_not_allowed")
-	}
 	dialer := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
 	tr := &http.Transport{
 		// No proxy: a proxy would connect on our behalf, past the
@@ -120,16 +117,26 @@ func (p *Push) Start(ctx context.Context) error {
 	return nil
 }
 
+// Quiesce stops intake at once, without waiting: no call starts from now
+// on (tasks queued or dispatched later are abandoned to their attempt
+// timeouts), while calls in flight go on and report. Stop waits for them.
+// Safe to call more than once.
+func (p *Push) Quiesce() {
+	p.lifeMu.Lock()
+	defer p.lifeMu.Unlock()
+	if !p.stopping {
+		p.stopping = true
+		close(p.quit)
+	}
+}
+
 // Stop stops intake, lets calls in flight finish until ctx ends, then
 // cancels the rest and waits for every goroutine. Tasks still queued are
 // abandoned to their attempt timeouts. Calls cut off report no result. Stop returns an error wrapping ctx's when it had to cut
 // calls off. It is safe to call twice and concurrently.
 func (p *Push) Stop(ctx context.Context) error {
+	p.Quiesce()
 	p.lifeMu.Lock()
-	if !p.stopping {
-		p.stopping = true
-		close(p.quit)
-	}
 	started := p.started
 	p.lifeMu.Unlock()
 	if !started {

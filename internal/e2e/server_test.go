@@ -34,9 +34,15 @@ var listening = regexp.MustCompile(`url=(http://\S+)`)
 // directory, with extra flags, and stops it with SIGTERM at cleanup.
 func startServer(t *testing.T, dataDir string, flags ...string) *server {
 	t.Helper()
-	args := append([]string{"server", "--data", dataDir, "--addr", "127.0.0.1:0", "--partitions", "4",
-		"--push-allow", "http://127.0.0.1:*"}, flags...)
-	s := &server{cmd: exec.Command(accordBin, args...)}
+	return startServerArgs(t, append([]string{"--data", dataDir, "--addr", "127.0.0.1:0", "--partitions", "4",
+		"--push-allow", "http://127.0.0.1:*"}, flags...)...)
+}
+
+// startServerArgs runs accord server with exactly these flags and stops it
+// with SIGTERM at cleanup.
+func startServerArgs(t *testing.T, flags ...string) *server {
+	t.Helper()
+	s := &server{cmd: exec.Command(accordBin, append([]string{"server"}, flags...)...)}
 	pipe, err := s.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -48,6 +48,9 @@
 // store's with the same clock).
 //
 // Ownership: Engine.Start starts the lease manager, the loops and the
-// retention sweeper; Engine.Stop stops intake, lets each loop finish its
-// batch, releases the leases and waits for every goroutine.
+// retention sweeper; Engine.Quiesce makes it hand out no new work (no push
+// dispatch, no task to a poll) while results are still recorded, the
+// first step of a graceful shutdown; Engine.Stop quiesces, stops intake,
+// lets each loop finish its batch, releases the leases and waits for every
+// goroutine.
 package engine

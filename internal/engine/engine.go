@@ -147,6 +147,9 @@ type Engine struct {
 	owned    map[int]*partition // partitions this node runs now
 	stopping bool
 
+	quiesceOnce sync.Once
+	quiesced    chan struct{} // closed by Quiesce: hand out no new work
+
 	lifeMu  sync.Mutex
 	started bool
 	cancel  context.CancelFunc
@@ -189,6 +192,8 @@ func New(cfg Config) (*Engine, error) {
 		topics:  &topicCache{store: cfg.Store, seen: map[string]time.Time{}},
 		waiters: newWaiters(),
 		owned:   map[int]*partition{},
+
+		quiesced: make(chan struct{}),
 	}
 	e.exclusive = cfg.Store.Info().Exclusive
 	e.metrics = newMetrics(e, cfg.Registerer)
@@ -215,9 +220,33 @@ func (e *Engine) Start(ctx context.Context) error {
 	return nil
 }
 
-// Stop stops intake, lets every partition loop finish its current batch,
-// releases the leases and waits for every goroutine. Safe to call twice.
+// Quiesce makes the engine hand out no new work, the first step of a
+// graceful shutdown: from then on it dispatches no push attempt, and task
+// polls claim nothing and return at once. Everything else goes on: the
+// results of calls and tasks in flight are still recorded, and timers
+// still fire, but the attempts they decide are only recorded, not handed
+// out: whoever runs the partition next (this node after a restart, or
+// another) dispatches them again from the store, as after a crash. It
+// returns at once and is safe to call more than once; Stop quiesces too.
+func (e *Engine) Quiesce() {
+	e.quiesceOnce.Do(func() { close(e.quiesced) })
+}
+
+// quiescing reports whether Quiesce was called.
+func (e *Engine) quiescing() bool {
+	select {
+	case <-e.quiesced:
+		return true
+	default:
+		return false
+	}
+}
+
+// Stop quiesces the engine, stops intake, lets every partition loop finish
+// its current batch, releases the leases and waits for every goroutine.
+// Safe to call twice.
 func (e *Engine) Stop(ctx context.Context) error {
+	e.Quiesce()
 	e.lifeMu.Lock()
 	defer e.lifeMu.Unlock()
 	if !e.started || e.cancel == nil {

@@ -23,9 +23,16 @@ func newPushTracker(e *Engine) *pushTracker {
 }
 
 // dispatch hands an attempt to the dispatcher. Without one, the attempt is
-// left to its timeout, and the saga retries or rolls back.
+// left to its timeout, and the saga retries or rolls back. Once the engine
+// is quiesced nothing is handed out (see Engine.Quiesce).
 func (t *pushTracker) dispatch(task Task) {
 	push := t.e.cfg.Push
+	if t.e.quiescing() {
+		// Shutting down: the attempt is recorded as in flight and the
+		// partition's next owner dispatches it again from the store.
+		t.e.log.Debug("shutting down: push attempt left for the partition's next owner", "task", task.ID, "url", task.URL)
+		return
+	}
 	if push == nil {
 		t.e.log.Warn("push step but no push dispatcher; the attempt will time out", "task", task.ID, "url", task.URL)
 		return

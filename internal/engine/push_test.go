@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/accord-saga/accord/internal/engine"
+	"github.com/accord-saga/accord/internal/storage"
 )
 
 // chanPush is a PushDispatcher that hands tasks to the test.
@@ -39,6 +40,21 @@ steps:
     attempt_timeout: 1m
 `
 
+// startPushEngine starts an engine whose push attempts go to the returned
+// channel; the test stops it.
+func startPushEngine(t *testing.T, store storage.Driver) (*engine.Engine, chanPush) {
+	t.Helper()
+	push := make(chanPush, 16)
+	e, err := engine.New(engine.Config{Store: store, Logger: quietLogger(), Push: push})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return e, push
+}
+
 // TestPushAttemptRedispatchedAfterRestart: a push attempt in flight when
 // the engine stops is dispatched again by the next engine, from the saga's
 // state, and a result for the old dispatch is refused.
@@ -46,14 +62,7 @@ func TestPushAttemptRedispatchedAfterRestart(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		store, reopen := b.open(t)
 		ctx := context.Background()
-		push1 := make(chanPush, 16)
-		e1, err := engine.New(engine.Config{Store: store, Logger: quietLogger(), Push: push1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := e1.Start(ctx); err != nil {
-			t.Fatal(err)
-		}
+		e1, push1 := startPushEngine(t, store)
 		register(t, e1, pushDef)
 		id := startSaga(t, e1, "pushed", map[string]int{"n": 1})
 		first := push1.next(t)
@@ -110,6 +119,68 @@ steps:
 `))
 		if !errors.Is(err, engine.ErrInvalidInput) {
 			t.Fatalf("register: %v, want ErrInvalidInput", err)
+		}
+	})
+}
+
+// TestQuiesceHandsOutNoNewWork: once quiesced, the engine records the
+// result of a push call in flight but dispatches no new attempt, and a poll
+// claims nothing although a task waits; the next engine on the store
+// dispatches the attempt that was held back.
+func TestQuiesceHandsOutNoNewWork(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		store, reopen := b.open(t)
+		ctx := context.Background()
+		e1, push1 := startPushEngine(t, store)
+		register(t, e1, pushDef)
+		register(t, e1, `
+name: pulled
+version: 1
+steps:
+  - name: a
+    action: {queue: quiesce, name: do_a}
+    compensation: {queue: quiesce, name: undo_a}
+`)
+		id := startSaga(t, e1, "pushed", map[string]int{"n": 1})
+		startSaga(t, e1, "pulled", map[string]int{"n": 1})
+		inFlight := push1.next(t)
+
+		e1.Quiesce()
+		res := engine.Result{TaskID: inFlight.ID, ClaimToken: inFlight.ClaimToken, Outcome: "success", Output: []byte(`{}`)}
+		if err := e1.CompleteTask(ctx, res); err != nil {
+			t.Fatalf("result of the call in flight: %v", err)
+		}
+		// The loop dispatches after the commit and before it answers: had
+		// it handed b out, b would be in the channel now.
+		if n := len(push1); n != 0 {
+			t.Fatalf("%d push attempts dispatched after Quiesce: %+v", n, <-push1)
+		}
+		s, err := e1.GetSaga(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a, b := s.View.Steps[0], s.View.Steps[1]; a.Status != "succeeded" || b.Attempts != 1 {
+			t.Fatalf("after the result: a %s, b %s with %d attempts; want a succeeded and b's attempt recorded", a.Status, b.Status, b.Attempts)
+		}
+		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		tasks, err := e1.PollTasks(pctx, engine.PollParams{Queue: "quiesce", Max: 1, Visibility: time.Minute, Wait: engine.MaxPollWait})
+		if err != nil || len(tasks) != 0 {
+			t.Fatalf("poll after Quiesce: %d tasks, %v; want none at once", len(tasks), err)
+		}
+		if err := e1.Stop(ctx); err != nil {
+			t.Fatal(err)
+		}
+		_ = store.Close()
+
+		push2 := make(chanPush, 16)
+		e2 := startEngine(t, reopen(t), func(c *engine.Config) { c.Push = push2 })
+		if held := push2.next(t); held.SagaID != id || held.Step != "b" || held.Attempt != 1 {
+			t.Fatalf("next engine dispatched %+v, want b's first attempt of %s", held, id)
+		}
+		tasks, err = e2.PollTasks(pctx, engine.PollParams{Queue: "quiesce", Max: 1, Visibility: time.Minute, Wait: engine.MaxPollWait})
+		if err != nil || len(tasks) != 1 {
+			t.Fatalf("poll on the next engine: %d tasks, %v; want the waiting one", len(tasks), err)
 		}
 	})
 }

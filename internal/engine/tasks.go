@@ -103,7 +103,8 @@ func (q *queueSignals) signal(queue string) {
 
 // PollTasks claims up to Max tasks of a queue, waiting up to Wait for one.
 // A task claimed more than MaxDeliveries times without a result is not
-// handed out again: its attempt fails as a poison task.
+// handed out again: its attempt fails as a poison task. Once the engine is
+// quiesced a poll claims nothing and returns at once, empty.
 func (e *Engine) PollTasks(ctx context.Context, pp PollParams) ([]Task, error) {
 	if pp.Queue == "" || len(pp.Queue) > storage.MaxKeyLength || pp.Queue == PushQueue {
 		return nil, fmt.Errorf("%w: queue must be 1..%d bytes and not %q", ErrInvalidInput, storage.MaxKeyLength, PushQueue)
@@ -126,6 +127,9 @@ func (e *Engine) PollTasks(ctx context.Context, pp PollParams) ([]Task, error) {
 func (e *Engine) claim(ctx context.Context, queue string, max int, visibility, wait time.Duration) ([]Task, error) {
 	deadline := e.clock.Now().Add(wait)
 	for {
+		if e.quiescing() {
+			return nil, nil // shutting down: no new work (see Quiesce)
+		}
 		signal := e.queues.wait(queue)
 		rows, err := e.store.TaskClaim(ctx, &storage.TaskClaimParams{Queue: queue, Limit: max, Visibility: visibility})
 		if err != nil {
@@ -158,6 +162,7 @@ func (e *Engine) claim(ctx context.Context, queue string, max int, visibility, w
 			return nil, ctx.Err()
 		case <-signal:
 		case <-tick.C():
+		case <-e.quiesced:
 		}
 		tick.Stop()
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -42,10 +43,12 @@ type Config struct {
 	// BusStallAfter is how long a bus message may stay unfinished by a
 	// consumer group before its flow is reported as stalled. Default 5m.
 	BusStallAfter time.Duration
-	// PushAllow lists the HTTP endpoints push steps may call: URL
-	// patterns such as http://127.0.0.1:* or CIDRs such as 10.0.0.0/8;
-	// "*" allows every target. Default none: push steps fail with
-	// target_not_allowed until the operator allows their endpoints.
+	// PushAllow lists the HTTP endpoints push steps and webhooks may
+	// call: URL patterns such as http://127.0.0.1:* or CIDRs such as
+	// 10.0.0.0/8; "*" allows every target. Default (empty): on a loopback
+	// Addr, LoopbackPushAllow; on any other, none, so push steps fail with
+	// target_not_allowed until the operator allows their endpoints. See
+	// EffectivePushAllow.
 	PushAllow []string
 	// PushWorkers bounds concurrent push calls. Default 64.
 	PushWorkers int
@@ -81,6 +84,41 @@ type Config struct {
 	LogLevel string
 	// LogFormat is text (default) or json.
 	LogFormat string
+}
+
+// LoopbackPushAllow is the push allowlist of a server that listens on a
+// loopback address and is given none: participants on the same machine.
+// A server reachable from other machines allows nothing by default, since
+// a definition registered through it could otherwise make it call its own
+// host's services.
+var LoopbackPushAllow = []string{"http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"}
+
+// EffectivePushAllow returns the push allowlist in force, and whether it is
+// the loopback default: PushAllow when it is given; otherwise
+// LoopbackPushAllow when Addr is a loopback address (127.0.0.0/8, ::1 or
+// localhost); otherwise none.
+func (c *Config) EffectivePushAllow() (allow []string, loopbackDefault bool) {
+	if len(c.PushAllow) > 0 {
+		return c.PushAllow, false
+	}
+	if loopbackAddr(c.Addr) {
+		return append([]string(nil), LoopbackPushAllow...), true
+	}
+	return nil, false
+}
+
+// loopbackAddr reports whether a listen address accepts connections from
+// this machine only. An empty host (every interface) does not.
+func loopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
 }
 
 // DefaultConfig returns the defaults documented on Config.

@@ -21,8 +21,17 @@ import (
 )
 
 // Run serves until ctx is cancelled, then shuts down gracefully.
+//
+// It takes the listen address before it opens the store, so that a server
+// that cannot listen fails without touching a store another server may be
+// running on; and the embedded store refuses a second server outright.
 func Run(ctx context.Context, cfg Config) error {
 	log := newLogger(cfg)
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("--addr %s: %w", cfg.Addr, err)
+	}
+	defer ln.Close() // unless Serve took it; closing it twice is harmless
 	store, err := OpenStore(ctx, cfg)
 	if err != nil {
 		return err
@@ -48,6 +57,7 @@ func Run(ctx context.Context, cfg Config) error {
 	// The dispatcher reports results to the engine, and the engine hands
 	// tasks to the dispatcher: the closure breaks the cycle.
 	var eng *engine.Engine
+	allow := logPushAllow(log, cfg, ln.Addr().String())
 	push, err := dispatch.New(dispatch.Config{
 		Complete: func(ctx context.Context, r engine.Result) error {
 			if r.ErrorCode == dispatch.CodeTimeout {
@@ -60,7 +70,7 @@ func Run(ctx context.Context, cfg Config) error {
 			return eng.CompleteTask(ctx, r)
 		},
 		Version:  cfg.Version,
-		Allow:    cfg.PushAllow,
+		Allow:    allow,
 		Workers:  cfg.PushWorkers,
 		Breaker:  dispatch.BreakerConfig{ConsecutiveFailures: uint32(cfg.PushBreakerFailures), OpenTimeout: cfg.PushBreakerOpen},
 		Bulkhead: dispatch.BulkheadConfig{MaxConcurrent: cfg.PushBulkhead, MaxWait: cfg.PushBulkheadWait},
@@ -142,10 +152,6 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}()
 
-	ln, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		return fmt.Errorf("--addr %s: %w", cfg.Addr, err)
-	}
 	handler := api.New(api.Config{
 		Engine:       eng,
 		Bus:          b,
@@ -182,15 +188,49 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("http server: %w", err)
 	case <-ctx.Done():
 	}
-	log.Info("shutting down", "timeout", cfg.ShutdownTimeout)
+	log.Info("shutting down: no new work; calls and requests in flight finish", "timeout", cfg.ShutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
+	// Start nothing new, at once: the engine dispatches no attempt and
+	// hands no task to a poll, the dispatcher starts no call, and the bus
+	// delivers no message. The engine still records results, so the calls
+	// in flight, and the requests of workers reporting theirs, finish and
+	// report, within the one timeout.
+	eng.Quiesce()
+	push.Quiesce()
+	busStopped := make(chan error, 1)
+	go func() { busStopped <- b.Stop(sctx) }()
 	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		log.Warn("http shutdown", "err", err)
+		log.Warn("http shutdown: requests cut off at the timeout", "err", err)
+		_ = srv.Close()
 	}
 	<-serveErr
+	if err := push.Stop(sctx); err != nil {
+		log.Warn("stop push dispatch", "err", err)
+	}
+	if err := <-busStopped; err != nil {
+		log.Warn("stop bus", "err", err)
+	}
+	// The deferred stops follow: the engine commits its last batches and
+	// releases its leases, then the store closes.
 	log.Info("stopped")
 	return nil
+}
+
+// logPushAllow returns the push allowlist in force for a server listening
+// on addr, and says in the log what it allows and why.
+func logPushAllow(log *slog.Logger, cfg Config, addr string) []string {
+	cfg.Addr = addr
+	allow, loopback := cfg.EffectivePushAllow()
+	switch {
+	case loopback:
+		log.Info("push targets allowed: loopback only (the default on a loopback address; --push-allow replaces it)", "push_allow", strings.Join(allow, ","))
+	case len(allow) > 0:
+		log.Info("push targets allowed", "push_allow", strings.Join(allow, ","))
+	default:
+		log.Warn("push targets allowed: none (the default on a non-loopback address); push steps and webhooks fail with target_not_allowed until --push-allow lists their endpoints")
+	}
+	return allow
 }
 
 func newLogger(cfg Config) *slog.Logger {

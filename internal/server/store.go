@@ -17,7 +17,9 @@ const storeFileName = "accord.db"
 
 // OpenStore opens the store the configuration names. Bad input — a --data
 // that is a file, a file in it that is not an Accord store, an unreachable
-// database — is an error that names it; nothing is overwritten.
+// database — is an error that names it; nothing is overwritten. An
+// embedded store that another server has open is refused at once with
+// *StoreInUseError, and nothing is touched.
 func OpenStore(ctx context.Context, cfg Config) (storage.Driver, error) {
 	if cfg.DatabaseURL != "" {
 		d, err := postgres.Open(ctx, postgres.Config{
@@ -48,8 +50,27 @@ func OpenStore(ctx context.Context, cfg Config) (storage.Driver, error) {
 		Partitions:  cfg.Partitions,
 		Synchronous: cfg.Durability,
 	})
+	var inUse *sqlite.InUseError
+	if errors.As(err, &inUse) {
+		who := "another process"
+		if inUse.PID > 0 {
+			who = fmt.Sprintf("another process (pid %d)", inUse.PID)
+		}
+		return nil, &StoreInUseError{msg: fmt.Sprintf("--data %s: the store is in use by %s; one server at a time may run on a store", dir, who), err: err}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open embedded store %s: %w", path, err)
 	}
 	return d, nil
 }
+
+// StoreInUseError reports an embedded store that another server holds
+// open. Its message is meant for the operator as it is; it wraps
+// *sqlite.InUseError.
+type StoreInUseError struct {
+	msg string
+	err error
+}
+
+func (e *StoreInUseError) Error() string { return e.msg }
+func (e *StoreInUseError) Unwrap() error { return e.err }

@@ -9,9 +9,10 @@
 // the same correlation id. The topic's webhook group makes Accord POST
 // every approval to the endpoint this program serves, which records each
 // once by its Idempotency-Key (the message id). The server must be allowed
-// to call it:
+// to call it, as a server on a loopback address is by default (one on
+// another address needs --push-allow 'http://127.0.0.1:*'):
 //
-//	go run ./cmd/accord server --push-allow 'http://127.0.0.1:*'   # in one terminal
+//	go run ./cmd/accord server                                     # in one terminal
 //	go run ./examples/choreography/approval
 //	accord trace <correlation id>                                  # one document, end to end
 package main

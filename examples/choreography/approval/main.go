@@ -127,7 +127,7 @@ func run(ctx context.Context, c *client.Client, docs []Document, out io.Writer) 
 	}
 	// The endpoint's port changes from run to run: replace the group.
 	if err := flow.WebhookGroup(ctx, c, topicApproved, groupWebhook, ep.url()); err != nil {
-		return Result{}, fmt.Errorf("webhook group (does the server allow pushes to %s? --push-allow 'http://127.0.0.1:*'): %w", ep.url(), err)
+		return Result{}, fmt.Errorf("webhook group (does the server allow pushes to %s? A server on a non-loopback address needs --push-allow 'http://127.0.0.1:*'): %w", ep.url(), err)
 	}
 
 	reviewer := subscriber.New(c, topicSubmitted, groupReviewer, func(ctx context.Context, m *subscriber.Message) error {

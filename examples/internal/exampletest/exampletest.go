@@ -18,7 +18,10 @@ import (
 )
 
 // StartServer runs an Accord server on an embedded store in this process,
-// with webhook and push calls to loopback allowed, until the test ends.
+// until the test ends, configured as the README's quick start (the default
+// configuration on a loopback address, so webhook and push calls to
+// loopback are allowed by default); only its port, data directory,
+// partition count and log level differ.
 func StartServer(t *testing.T) *client.Client {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -29,7 +32,6 @@ func StartServer(t *testing.T) *client.Client {
 	ln.Close()
 	cfg := server.DefaultConfig()
 	cfg.Addr, cfg.DataDir, cfg.Partitions, cfg.LogLevel = addr, t.TempDir(), 4, "error"
-	cfg.PushAllow = []string{"http://127.0.0.1:*"}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- server.Run(ctx, cfg) }()

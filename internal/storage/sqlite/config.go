@@ -28,6 +28,7 @@ type Config struct {
 	// Path of the database file. Required. Its directory must exist (the
 	// caller creates it). SQLite keeps two more files beside it while the
 	// store is open, Path+"-wal" and Path+"-shm"; both belong to the store.
+	// The Driver's lock file, Path+"-lock", is there while it is open.
 	Path string
 
 	// Partitions is the partition count of a new store. It is used only

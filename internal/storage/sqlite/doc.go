@@ -35,6 +35,12 @@
 // the file is left untouched: it is inspected read-only before anything
 // writes to it. The directory of the file must exist.
 //
+// One Driver at a time: Open takes an exclusive lock (flock) on the file
+// Path+"-lock" before it looks at the store, and Close gives it up. A
+// second Open of the same store, from this process or another, fails at
+// once with *InUseError and touches nothing. Two processes writing one
+// store would each run every partition and take each other's leases.
+//
 // The Driver keeps the storage.Driver contract and passes the conformance
 // suite in package storagetest.
 package sqlite

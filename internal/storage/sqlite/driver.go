@@ -27,6 +27,7 @@ type Driver struct {
 	path  string
 	info  storage.Info
 	clock clock
+	lock  *storeLock // held from Open to Close
 
 	wdb  *sql.DB       // holds the one writer connection
 	w    *writer       // owns wconn and every write
@@ -45,7 +46,10 @@ var _ storage.Driver = (*Driver)(nil)
 // or is empty. A file that is not an SQLite database, or an SQLite database
 // that is not an Accord store, is refused with storage.ErrNotAStore and
 // left untouched; a store written by a newer binary with
-// *storage.SchemaTooNewError, also untouched.
+// *storage.SchemaTooNewError, also untouched. A store that another Driver
+// has open, in this process or another, is refused at once with
+// *InUseError, and nothing is touched: the Driver holds a lock on the
+// file Path+"-lock" from Open to Close.
 func Open(ctx context.Context, cfg Config) (*Driver, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
@@ -61,25 +65,34 @@ func Open(ctx context.Context, cfg Config) (*Driver, error) {
 	} else if !fi.IsDir() {
 		return nil, fmt.Errorf("sqlite: %s, the directory of the store, is not a directory", dir)
 	}
-	exists, err := checkFile(abs)
+	lock, err := lockStore(abs)
 	if err != nil {
 		return nil, err
 	}
-	if exists {
-		if _, err := inspect(ctx, abs, cfg.BusyTimeout); err != nil {
-			return nil, err
-		}
-	}
-
-	d := &Driver{path: abs}
+	d := &Driver{path: abs, lock: lock}
 	if cfg.Clock != nil {
 		d.clock.src = cfg.Clock.Now
 	}
-	if err := d.open(ctx, cfg, abs); err != nil {
-		d.closeAll()
+	if err := d.openLocked(ctx, cfg, abs); err != nil {
+		_ = d.closeAll()
+		_ = lock.release(lock.created)
 		return nil, err
 	}
 	return d, nil
+}
+
+// openLocked opens the store once its lock is held.
+func (d *Driver) openLocked(ctx context.Context, cfg Config, abs string) error {
+	exists, err := checkFile(abs)
+	if err != nil {
+		return err
+	}
+	if exists {
+		if _, err := inspect(ctx, abs, cfg.BusyTimeout); err != nil {
+			return err
+		}
+	}
+	return d.open(ctx, cfg, abs)
 }
 
 func (d *Driver) open(ctx context.Context, cfg Config, abs string) error {
@@ -157,11 +170,16 @@ func (d *Driver) open(ctx context.Context, cfg Config, abs string) error {
 }
 
 // Close stops the writer (queued writes fail with ErrClosed) and closes
-// every connection. It is safe to call twice; it waits for the writer.
+// every connection, then gives up the store's lock. It is safe to call
+// twice; it waits for the writer.
 func (d *Driver) Close() error {
 	d.closeOnce.Do(func() {
 		d.closed.Store(true)
-		d.closeErr = d.closeAll()
+		err := d.closeAll()
+		if lerr := d.lock.release(true); lerr != nil {
+			err = errors.Join(err, fmt.Errorf("sqlite: release lock: %w", lerr))
+		}
+		d.closeErr = err
 	})
 	return d.closeErr
 }
