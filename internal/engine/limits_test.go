@@ -99,6 +99,7 @@ func TestJSONDepthLimit(t *testing.T) {
 
 		// A new engine recovers the saga from its snapshot and runs it on.
 		stopEngine(t, e)
+		_ = store.Close()
 		e2 := startEngine(t, reopen(t), nil)
 		s, err := e2.GetSaga(ctx, res.SagaID)
 		if err != nil || s.Status != "running" {
@@ -159,10 +160,12 @@ func TestQuarantine(t *testing.T) {
 		}
 		bad, good := ids[0], ids[1]
 		stopEngine(t, e)
+		_ = store.Close()
 		b.setState(t, bad, []byte(`{"v":1,"s":{"saga_id":`))
 
 		reg := prometheus.NewRegistry()
-		e2 := startEngine(t, reopen(t), func(c *engine.Config) { c.Registerer = reg })
+		store2 := reopen(t)
+		e2 := startEngine(t, store2, func(c *engine.Config) { c.Registerer = reg })
 		s, err := e2.GetSaga(ctx, bad)
 		if err != nil || s.Status != engine.StatusQuarantined || s.Terminal || s.Quarantine == "" {
 			t.Fatalf("bad saga: %v, %+v", err, s)
@@ -216,6 +219,7 @@ func TestQuarantine(t *testing.T) {
 			t.Fatalf("accord_sagas_quarantined = %v after the discard, want 0", n)
 		}
 		stopEngine(t, e2)
+		_ = store2.Close()
 
 		// Retention removes the discarded saga like any ended one.
 		e3 := startEngine(t, reopen(t), func(c *engine.Config) {
