@@ -26,8 +26,20 @@ type StartParams struct {
 	IdempotencyKey string
 }
 
-// hash identifies the request a key was first used for.
+// hash identifies the request a key was first used for, but for the
+// version: that is compared once resolved (see sameStart), so that naming
+// the version "latest" stood for is the same request.
 func (sp *StartParams) hash() string {
+	h := sha256.New()
+	h.Write([]byte(sp.Definition))
+	h.Write([]byte{0})
+	h.Write(sp.Input)
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// legacyHash is hash as keys stored before the resolved version was kept
+// have it: the version as asked for, 0 for the latest, included.
+func (sp *StartParams) legacyHash() string {
 	h := sha256.New()
 	h.Write([]byte(sp.Definition))
 	h.Write([]byte{0})
@@ -35,6 +47,18 @@ func (sp *StartParams) hash() string {
 	h.Write([]byte{0})
 	h.Write(sp.Input)
 	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// sameStart reports whether sp repeats the start that stored prior. The
+// version is compared as resolved: an explicit version matches the one
+// the first start ran on, whether that start named it or asked for the
+// latest; asking for the latest again matches any, since a retry must find
+// its saga even after a newer version was registered.
+func (sp *StartParams) sameStart(prior idemResult) bool {
+	if prior.Version == 0 {
+		return prior.RequestHash == sp.legacyHash()
+	}
+	return prior.RequestHash == sp.hash() && (sp.Version == 0 || sp.Version == prior.Version)
 }
 
 // MaxInputBytes bounds a saga's input.

@@ -115,7 +115,6 @@ func (w *work) apply(r *request) {
 
 func (w *work) applyStart(r *request) {
 	sp := r.start
-	reqHash := sp.hash()
 	if sp.IdempotencyKey != "" {
 		if cached, ok, err := w.lookupCached(startKeyScope, sp.IdempotencyKey, nil); err != nil {
 			w.reply(r, reply{err: err})
@@ -126,7 +125,7 @@ func (w *work) applyStart(r *request) {
 				w.reply(r, reply{err: err})
 				return
 			}
-			if prior.RequestHash != reqHash {
+			if !sp.sameStart(prior) {
 				w.reply(r, reply{err: fmt.Errorf("%w: key %q", ErrIdempotencyMismatch, sp.IdempotencyKey)})
 				return
 			}
@@ -153,7 +152,7 @@ func (w *work) applyStart(r *request) {
 	w.order = append(w.order, id)
 	w.commands(pd, cmds)
 	if sp.IdempotencyKey != "" {
-		res := idemResult{SagaID: id, RequestHash: reqHash}.marshal()
+		res := idemResult{SagaID: id, RequestHash: sp.hash(), Version: def.Version}.marshal()
 		w.batchKeys[cacheKey(startKeyScope, sp.IdempotencyKey)] = cachedKey{result: res, idx: -1}
 		w.keys = append(w.keys, storage.IdempotencyKeyInsert{
 			Scope: startKeyScope, Key: sp.IdempotencyKey, Result: res, TTL: w.p.e.cfg.IdempotencyTTL,
@@ -411,10 +410,14 @@ func streamName(id string) string { return "saga/" + id }
 type idemResult struct {
 	SagaID      string `json:"saga_id"`
 	RequestHash string `json:"request_hash"`
+	// Version is the definition version the start resolved to; absent
+	// from keys stored before it was kept (their hash has the version
+	// asked for in it).
+	Version int `json:"version,omitempty"`
 }
 
 func (r idemResult) marshal() []byte {
-	b, _ := json.Marshal(r) // two strings: cannot fail
+	b, _ := json.Marshal(r) // strings and an int: cannot fail
 	return b
 }
 
