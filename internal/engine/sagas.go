@@ -163,18 +163,20 @@ func (e *Engine) GetSaga(ctx context.Context, id string) (Saga, error) {
 	if err != nil {
 		return Saga{}, fmt.Errorf("engine: load saga %s: %w", id, err)
 	}
-	return e.sagaFromRecord(ctx, rec)
+	return e.sagaFromRecord(rec)
 }
 
-func (e *Engine) sagaFromRecord(ctx context.Context, rec storage.Saga) (Saga, error) {
-	entry, err := e.entryFromRecord(ctx, rec)
-	if err != nil {
-		return Saga{}, err
+// sagaFromRecord shows a saga from its snapshot alone: an ended saga's
+// definition version may have been deleted since.
+func (e *Engine) sagaFromRecord(rec storage.Saga) (Saga, error) {
+	var snap snapshot
+	if err := json.Unmarshal(rec.State, &snap); err != nil || snap.State == nil {
+		return Saga{}, fmt.Errorf("engine: saga %s: snapshot unreadable: %v", rec.ID, err)
 	}
 	return Saga{
 		ID: rec.ID, Partition: rec.Partition, Definition: rec.Definition, DefinitionVersion: rec.DefinitionVersion,
 		Status: rec.Status, Terminal: rec.Terminal, CreatedAt: rec.CreatedAt, UpdatedAt: rec.UpdatedAt, EndedAt: rec.EndedAt,
-		View: entry.state.View(),
+		View: snap.State.View(),
 	}, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/accord-saga/accord/internal/saga"
@@ -87,10 +88,32 @@ func (w *work) answer(commitErr error) {
 	for _, pr := range w.replies {
 		rep := pr.rep
 		if commitErr != nil && rep.err == nil {
-			rep = reply{err: commitErr}
+			rep = reply{err: w.startRefused(pr, commitErr)}
 		}
 		pr.r.reply <- rep
 	}
+}
+
+// startRefused explains a failed commit to a start: when the commit was
+// refused because a definition version was deleted after the start had
+// read it, the start whose version is gone is answered as it would have
+// been had the delete come first. Every other request gets the commit's
+// error (retry later).
+func (w *work) startRefused(pr pendingReply, commitErr error) error {
+	if !errors.Is(commitErr, storage.ErrDefinitionDeleted) || pr.r.kind != reqStart || !pr.rep.created {
+		return commitErr
+	}
+	pd := w.touched[pr.rep.sagaID]
+	if pd == nil {
+		return commitErr
+	}
+	def := pd.entry.def
+	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+	defer cancel()
+	if _, err := w.p.e.store.DefinitionGet(ctx, def.Name, def.Version); errors.Is(err, storage.ErrNotFound) {
+		return fmt.Errorf("%w: %s version %d", ErrDefinitionNotFound, def.Name, def.Version)
+	}
+	return commitErr
 }
 
 func (w *work) apply(r *request) {
@@ -135,7 +158,7 @@ func (w *work) applyStart(r *request) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
 	defer cancel()
-	def, err := w.p.e.defs.get(ctx, sp.Definition, sp.Version)
+	def, err := w.p.e.defs.forStart(ctx, sp.Definition, sp.Version)
 	if err != nil {
 		w.reply(r, reply{err: err})
 		return
@@ -320,6 +343,12 @@ func (w *work) params() *storage.CommitParams {
 			expected = storage.NoStream
 		}
 		p.Appends = append(p.Appends, storage.StreamAppend{Stream: streamName(id), ExpectedVersion: expected, Events: in})
+		if pd.isNew {
+			ref := storage.DefinitionRef{Name: pd.entry.def.Name, Version: pd.entry.def.Version}
+			if !slices.Contains(p.Definitions, ref) {
+				p.Definitions = append(p.Definitions, ref)
+			}
+		}
 		p.SagaUpserts = append(p.SagaUpserts, storage.Saga{
 			ID:                id,
 			Partition:         w.p.id,
