@@ -180,13 +180,27 @@ func newDefinitionGet(flags *clientFlags) *cobra.Command {
 	return cmd
 }
 
-// definitionVersionArgs reads NAME VERSION.
-func definitionVersionArgs(a []string) (string, int, error) {
-	v, err := strconv.Atoi(a[1])
-	if err != nil || v < 1 {
-		return "", 0, usageErr(fmt.Errorf("VERSION must be a positive integer, not %q", a[1]))
+// definitionVersionCommand is a command on one definition version,
+// NAME VERSION: run gets the client and the version.
+func definitionVersionCommand(flags *clientFlags, use, short, long string,
+	run func(cmd *cobra.Command, c *client.Client, name string, version int) error) *cobra.Command {
+	return &cobra.Command{
+		Use:   use + " NAME VERSION",
+		Short: short,
+		Long:  long,
+		Args:  args(2, "a definition name and version"),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			v, err := strconv.Atoi(a[1])
+			if err != nil || v < 1 {
+				return usageErr(fmt.Errorf("VERSION must be a positive integer, not %q", a[1]))
+			}
+			c, err := flags.client()
+			if err != nil {
+				return err
+			}
+			return run(cmd, c, a[0], v)
+		},
 	}
-	return a[0], v, nil
 }
 
 func newDefinitionSetEnabled(flags *clientFlags, enable bool) *cobra.Command {
@@ -196,65 +210,40 @@ and the latest is the newest enabled version; sagas running on it go on.`
 	if enable {
 		use, short, long = "enable", "Enable a disabled definition version again", ""
 	}
-	return &cobra.Command{
-		Use:   use + " NAME VERSION",
-		Short: short,
-		Long:  long,
-		Args:  args(2, "a definition name and version"),
-		RunE: func(cmd *cobra.Command, a []string) error {
-			name, version, err := definitionVersionArgs(a)
-			if err != nil {
-				return err
-			}
-			c, err := flags.client()
-			if err != nil {
-				return err
-			}
-			var def *client.Definition
-			if enable {
-				def, err = c.EnableDefinition(cmd.Context(), name, version)
-			} else {
-				def, err = c.DisableDefinition(cmd.Context(), name, version)
-			}
-			if err != nil {
-				return apiErr(err)
-			}
-			out := cmd.OutOrStdout()
-			if flags.output == "json" {
-				return printJSON(out, def)
-			}
-			fmt.Fprintf(out, "definition %s version %d %sd\n", def.Name, def.Version, use)
-			return nil
-		},
-	}
+	return definitionVersionCommand(flags, use, short, long, func(cmd *cobra.Command, c *client.Client, name string, version int) error {
+		var def *client.Definition
+		var err error
+		if enable {
+			def, err = c.EnableDefinition(cmd.Context(), name, version)
+		} else {
+			def, err = c.DisableDefinition(cmd.Context(), name, version)
+		}
+		if err != nil {
+			return apiErr(err)
+		}
+		out := cmd.OutOrStdout()
+		if flags.output == "json" {
+			return printJSON(out, def)
+		}
+		fmt.Fprintf(out, "definition %s version %d %sd\n", def.Name, def.Version, use)
+		return nil
+	})
 }
 
 func newDefinitionDelete(flags *clientFlags) *cobra.Command {
-	return &cobra.Command{
-		Use:   "delete NAME VERSION",
-		Short: "Delete a definition version no unfinished saga uses",
-		Long: `Delete a definition version. It is refused (exit 4) while unfinished sagas,
+	return definitionVersionCommand(flags, "delete", "Delete a definition version no unfinished saga uses",
+		`Delete a definition version. It is refused (exit 4) while unfinished sagas,
 needs_operator included, run on it; disable it first so that no new saga
 starts on it, and delete it once they have ended. Ended sagas of the
 version stay readable. Registering the same content again brings the
 version back; other content under its number is refused.`,
-		Args: args(2, "a definition name and version"),
-		RunE: func(cmd *cobra.Command, a []string) error {
-			name, version, err := definitionVersionArgs(a)
-			if err != nil {
-				return err
-			}
-			c, err := flags.client()
-			if err != nil {
-				return err
-			}
+		func(cmd *cobra.Command, c *client.Client, name string, version int) error {
 			if err := c.DeleteDefinition(cmd.Context(), name, version); err != nil {
 				return apiErr(err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "definition %s version %d deleted\n", name, version)
 			return nil
-		},
-	}
+		})
 }
 
 func short(s string, n int) string {
