@@ -17,10 +17,11 @@ import (
 
 func newDefinitionCommand() *cobra.Command {
 	var flags clientFlags
-	cmd := clientGroup("definition", "Register and read saga definitions",
-		"Register saga definitions (JSON or YAML, see docs/sagas.md) and read registered versions.", &flags)
+	cmd := clientGroup("definition", "Register, read, disable and delete saga definitions",
+		"Register saga definitions (JSON or YAML, see docs/sagas.md), read registered versions, and disable, enable or delete a version.", &flags)
 	cmd.Aliases = []string{"definitions", "def"}
-	cmd.AddCommand(newDefinitionApply(&flags), newDefinitionList(&flags), newDefinitionGet(&flags))
+	cmd.AddCommand(newDefinitionApply(&flags), newDefinitionList(&flags), newDefinitionGet(&flags),
+		newDefinitionSetEnabled(&flags, false), newDefinitionSetEnabled(&flags, true), newDefinitionDelete(&flags))
 	return cmd
 }
 
@@ -128,9 +129,9 @@ func newDefinitionList(flags *clientFlags) *cobra.Command {
 			if flags.output == "json" {
 				return printJSON(out, items)
 			}
-			t := newTable(out, "NAME", "VERSION", "HASH", "REGISTERED")
+			t := newTable(out, "NAME", "VERSION", "ENABLED", "HASH", "REGISTERED")
 			for _, d := range items {
-				t.row(d.Name, strconv.Itoa(d.Version), short(d.Hash, 12), human(d.CreatedAt))
+				t.row(d.Name, strconv.Itoa(d.Version), strconv.FormatBool(d.Enabled), short(d.Hash, 12), human(d.CreatedAt))
 			}
 			return t.flush()
 		},
@@ -163,8 +164,8 @@ func newDefinitionGet(flags *clientFlags) *cobra.Command {
 			if flags.output == "json" {
 				return printJSON(out, def)
 			}
-			fmt.Fprintf(out, "name:       %s\nversion:    %d\nhash:       %s\netag:       %s\nregistered: %s\n\n",
-				def.Name, def.Version, def.Hash, def.ETag, human(def.CreatedAt))
+			fmt.Fprintf(out, "name:       %s\nversion:    %d\nenabled:    %t\nhash:       %s\netag:       %s\nregistered: %s\n\n",
+				def.Name, def.Version, def.Enabled, def.Hash, def.ETag, human(def.CreatedAt))
 			var pretty bytes.Buffer
 			if err := json.Indent(&pretty, def.Definition, "", "  "); err != nil {
 				pretty.Reset()
@@ -175,8 +176,74 @@ func newDefinitionGet(flags *clientFlags) *cobra.Command {
 			return err
 		},
 	}
-	cmd.Flags().IntVar(&version, "version", 0, "version to show; 0 is the latest")
+	cmd.Flags().IntVar(&version, "version", 0, "version to show; 0 is the latest enabled version")
 	return cmd
+}
+
+// definitionVersionCommand is a command on one definition version,
+// NAME VERSION: run gets the client and the version.
+func definitionVersionCommand(flags *clientFlags, use, short, long string,
+	run func(cmd *cobra.Command, c *client.Client, name string, version int) error) *cobra.Command {
+	return &cobra.Command{
+		Use:   use + " NAME VERSION",
+		Short: short,
+		Long:  long,
+		Args:  args(2, "a definition name and version"),
+		RunE: func(cmd *cobra.Command, a []string) error {
+			v, err := strconv.Atoi(a[1])
+			if err != nil || v < 1 {
+				return usageErr(fmt.Errorf("VERSION must be a positive integer, not %q", a[1]))
+			}
+			c, err := flags.client()
+			if err != nil {
+				return err
+			}
+			return run(cmd, c, a[0], v)
+		},
+	}
+}
+
+func newDefinitionSetEnabled(flags *clientFlags, enable bool) *cobra.Command {
+	use, short, long := "disable", "Disable a definition version",
+		`No saga starts on a disabled version (a start that names it is refused),
+and the latest is the newest enabled version; sagas running on it go on.`
+	if enable {
+		use, short, long = "enable", "Enable a disabled definition version again", ""
+	}
+	return definitionVersionCommand(flags, use, short, long, func(cmd *cobra.Command, c *client.Client, name string, version int) error {
+		var def *client.Definition
+		var err error
+		if enable {
+			def, err = c.EnableDefinition(cmd.Context(), name, version)
+		} else {
+			def, err = c.DisableDefinition(cmd.Context(), name, version)
+		}
+		if err != nil {
+			return apiErr(err)
+		}
+		out := cmd.OutOrStdout()
+		if flags.output == "json" {
+			return printJSON(out, def)
+		}
+		fmt.Fprintf(out, "definition %s version %d %sd\n", def.Name, def.Version, use)
+		return nil
+	})
+}
+
+func newDefinitionDelete(flags *clientFlags) *cobra.Command {
+	return definitionVersionCommand(flags, "delete", "Delete a definition version no unfinished saga uses",
+		`Delete a definition version. It is refused (exit 4) while unfinished sagas,
+needs_operator included, run on it; disable it first so that no new saga
+starts on it, and delete it once they have ended. Ended sagas of the
+version stay readable. Registering the same content again brings the
+version back; other content under its number is refused.`,
+		func(cmd *cobra.Command, c *client.Client, name string, version int) error {
+			if err := c.DeleteDefinition(cmd.Context(), name, version); err != nil {
+				return apiErr(err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "definition %s version %d deleted\n", name, version)
+			return nil
+		})
 }
 
 func short(s string, n int) string {

@@ -82,7 +82,7 @@ completed, 6 if it ended otherwise.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&input, "input", "", "saga input: JSON, or @FILE (@- for standard input)")
-	f.IntVar(&version, "version", 0, "definition version; 0 is the latest")
+	f.IntVar(&version, "version", 0, "definition version; 0 is the latest enabled version")
 	f.StringVar(&key, "idempotency-key", "", "makes the start safe to repeat: the same key returns the same saga")
 	f.BoolVar(&wait, "wait", false, "wait for the saga to end; exit 6 unless it completed")
 	return cmd

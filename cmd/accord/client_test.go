@@ -159,6 +159,49 @@ func TestCLIDefinitionsAndSagas(t *testing.T) {
 	}
 }
 
+func TestCLIDefinitionDisableDelete(t *testing.T) {
+	t.Parallel()
+	s := sdktest.NewServer(t)
+	s.Register(t, cliOrderDef)
+	s.Register(t, strings.Replace(cliOrderDef, "version: 1", "version: 2", 1))
+
+	code, out := cli(t, s.URL, "definition", "disable", "order", "2")
+	wantCode(t, code, out, 0)
+	if !strings.Contains(out, "definition order version 2 disabled") {
+		t.Fatalf("disable: %s", out)
+	}
+	code, out = cli(t, s.URL, "definition", "list")
+	wantCode(t, code, out, 0)
+	if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 3 || !strings.Contains(lines[0], "ENABLED") ||
+		!strings.Contains(lines[1], "true") || !strings.Contains(lines[2], "false") {
+		t.Fatalf("list:\n%s", out)
+	}
+	code, out = cli(t, s.URL, "saga", "start", "order", "--version", "2")
+	wantCode(t, code, out, codeConflict)
+	code, out = cli(t, s.URL, "definition", "enable", "order", "2", "-o", "json")
+	wantCode(t, code, out, 0)
+	var def client.Definition
+	if err := json.Unmarshal([]byte(out), &def); err != nil || !def.Enabled || def.Version != 2 {
+		t.Fatalf("enable -o json: %v\n%s", err, out)
+	}
+	code, out = cli(t, s.URL, "saga", "start", "order")
+	wantCode(t, code, out, 0)
+	code, out = cli(t, s.URL, "definition", "delete", "order", "2")
+	wantCode(t, code, out, codeConflict)
+	if !strings.Contains(out, "used by 1 unfinished sagas") {
+		t.Fatalf("delete in use: %s", out)
+	}
+	code, out = cli(t, s.URL, "definition", "delete", "order", "1")
+	wantCode(t, code, out, 0)
+	if !strings.Contains(out, "definition order version 1 deleted") {
+		t.Fatalf("delete: %s", out)
+	}
+	code, out = cli(t, s.URL, "definition", "get", "order", "--version", "1")
+	wantCode(t, code, out, codeNotFound)
+	code, out = cli(t, s.URL, "definition", "delete", "order", "x")
+	wantCode(t, code, out, codeUsage)
+}
+
 func TestCLIWaitAndWatch(t *testing.T) {
 	t.Parallel()
 	s := sdktest.NewServer(t)

@@ -24,6 +24,7 @@ type Definition struct {
 	Version   int       `json:"version" doc:"Definition version."`
 	Hash      string    `json:"hash" doc:"SHA-256 of the canonical form; the ETag is this, quoted."`
 	CreatedAt time.Time `json:"created_at" doc:"When this version was registered."`
+	Enabled   bool      `json:"enabled" doc:"False once disabled: no saga starts on it, and it is never the latest."`
 	// Definition is the canonical form: every default written out.
 	Definition json.RawMessage `json:"definition" doc:"The canonical form: compact JSON with every default written out (see docs/sagas.md)."`
 }
@@ -34,6 +35,7 @@ type DefinitionSummary struct {
 	Version   int       `json:"version"`
 	Hash      string    `json:"hash"`
 	CreatedAt time.Time `json:"created_at"`
+	Enabled   bool      `json:"enabled"`
 }
 
 // DefinitionList is a page of definitions.
@@ -64,6 +66,11 @@ type getDefinitionVersionInput struct {
 	Name        string `path:"name" maxLength:"128"`
 	Version     int    `path:"version" minimum:"1" maximum:"2147483647"`
 	IfNoneMatch string `header:"If-None-Match"`
+}
+
+type definitionVersionInput struct {
+	Name    string `path:"name" maxLength:"128"`
+	Version int    `path:"version" minimum:"1" maximum:"2147483647"`
 }
 
 type listDefinitionsInput struct {
@@ -116,7 +123,7 @@ func (s *server) registerDefinitions() {
 		OperationID: "getDefinition",
 		Method:      http.MethodGet,
 		Path:        "/v1/definitions/{name}",
-		Summary:     "Get a definition's latest version",
+		Summary:     "Get a definition's latest enabled version",
 		Tags:        []string{"Definitions"},
 	}, http.StatusNotFound, http.StatusUnprocessableEntity), s.handleGetDefinition)
 
@@ -127,6 +134,66 @@ func (s *server) registerDefinitions() {
 		Summary:     "Get a definition version",
 		Tags:        []string{"Definitions"},
 	}, http.StatusNotFound, http.StatusUnprocessableEntity), s.handleGetDefinitionVersion)
+
+	huma.Register(s.api, s.operation(huma.Operation{
+		OperationID: "disableDefinitionVersion",
+		Method:      http.MethodPost,
+		Path:        "/v1/definitions/{name}/versions/{version}/disable",
+		Summary:     "Disable a definition version",
+		Description: "No saga starts on the version any more (409 definition-disabled when named), and the latest is the newest " +
+			"enabled version; sagas running on it go on. Disabling twice is harmless.",
+		Tags: []string{"Definitions"},
+	}, http.StatusNotFound, http.StatusUnprocessableEntity), s.handleDisableDefinitionVersion)
+
+	huma.Register(s.api, s.operation(huma.Operation{
+		OperationID: "enableDefinitionVersion",
+		Method:      http.MethodPost,
+		Path:        "/v1/definitions/{name}/versions/{version}/enable",
+		Summary:     "Enable a definition version again",
+		Tags:        []string{"Definitions"},
+	}, http.StatusNotFound, http.StatusUnprocessableEntity), s.handleEnableDefinitionVersion)
+
+	huma.Register(s.api, s.operation(huma.Operation{
+		OperationID: "deleteDefinitionVersion",
+		Method:      http.MethodDelete,
+		Path:        "/v1/definitions/{name}/versions/{version}",
+		Summary:     "Delete a definition version",
+		Description: "Deletes a version that no unfinished saga (needs_operator included) runs on; 409 definition-in-use, " +
+			"counting them, otherwise. Ended sagas of the version stay readable. The number stays bound to its content: " +
+			"registering the same content again brings it back, other content under it is refused.",
+		Tags: []string{"Definitions"},
+	}, http.StatusNotFound, http.StatusConflict, http.StatusUnprocessableEntity), s.handleDeleteDefinitionVersion)
+}
+
+func (s *server) handleDisableDefinitionVersion(ctx context.Context, in *definitionVersionInput) (*definitionOutput, error) {
+	return s.setDefinitionDisabled(ctx, in, true)
+}
+
+func (s *server) handleEnableDefinitionVersion(ctx context.Context, in *definitionVersionInput) (*definitionOutput, error) {
+	return s.setDefinitionDisabled(ctx, in, false)
+}
+
+func (s *server) setDefinitionDisabled(ctx context.Context, in *definitionVersionInput, disabled bool) (*definitionOutput, error) {
+	rec, err := s.eng.SetDefinitionDisabled(ctx, in.Name, in.Version, disabled)
+	if err != nil {
+		return nil, s.definitionProblem(ctx, err, in.Name, in.Version)
+	}
+	return &definitionOutput{Status: http.StatusOK, ETag: etag(rec.Hash), Body: definitionFrom(rec)}, nil
+}
+
+func (s *server) handleDeleteDefinitionVersion(ctx context.Context, in *definitionVersionInput) (*struct{}, error) {
+	if err := s.eng.DeleteDefinition(ctx, in.Name, in.Version); err != nil {
+		return nil, s.definitionProblem(ctx, err, in.Name, in.Version)
+	}
+	return nil, nil
+}
+
+// definitionProblem says which version is not registered, once.
+func (s *server) definitionProblem(ctx context.Context, err error, name string, version int) *Problem {
+	if errors.Is(err, engine.ErrDefinitionNotFound) {
+		return s.problemFor(ctx, err, "path.version").withDetail("definition " + name + " version " + strconv.Itoa(version) + " is not registered")
+	}
+	return s.problemFor(ctx, err, "path.version")
 }
 
 func (s *server) handleRegisterDefinition(ctx context.Context, in *registerDefinitionInput) (*definitionOutput, error) {
@@ -224,7 +291,7 @@ func (s *server) handleListDefinitions(ctx context.Context, in *listDefinitionsI
 			out.Body.NextCursor = encodeDefinitionCursor(last.Name, last.Version)
 			break
 		}
-		out.Body.Items = append(out.Body.Items, DefinitionSummary{Name: rec.Name, Version: rec.Version, Hash: rec.Hash, CreatedAt: rec.CreatedAt})
+		out.Body.Items = append(out.Body.Items, DefinitionSummary{Name: rec.Name, Version: rec.Version, Hash: rec.Hash, CreatedAt: rec.CreatedAt, Enabled: !rec.Disabled})
 	}
 	return out, nil
 }
@@ -257,7 +324,7 @@ func (s *server) getDefinition(ctx context.Context, name string, version int, if
 }
 
 func definitionFrom(rec storage.Definition) *Definition {
-	return &Definition{Name: rec.Name, Version: rec.Version, Hash: rec.Hash, CreatedAt: rec.CreatedAt, Definition: rawJSON(rec.Content)}
+	return &Definition{Name: rec.Name, Version: rec.Version, Hash: rec.Hash, CreatedAt: rec.CreatedAt, Enabled: !rec.Disabled, Definition: rawJSON(rec.Content)}
 }
 
 func definitionPath(name string, version int) string {

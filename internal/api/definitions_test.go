@@ -6,8 +6,10 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/accord-saga/accord/internal/api"
+	"github.com/accord-saga/accord/internal/engine"
 	"github.com/accord-saga/accord/internal/storage"
 )
 
@@ -203,4 +205,125 @@ func countDefinitions(t testing.TB, store storage.Driver) int {
 		t.Fatalf("list definitions: %v", err)
 	}
 	return len(defs)
+}
+
+// TestDefinitionTooLargeWhenCanonical: a definition whose document fits
+// but whose canonical form (every default written out) does not is refused
+// at registration, naming the limit, rather than registered and then
+// impossible to start.
+func TestDefinitionTooLargeWhenCanonical(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	var doc strings.Builder
+	doc.WriteString("name: big\nversion: 1\nsteps:\n")
+	for i := range 1000 {
+		fmt.Fprintf(&doc, "- {name: s%d, action: {queue: q}, compensation: {queue: q}}\n", i)
+	}
+	p := b.postDefinition(t, "application/yaml", doc.String()).problem(t)
+	if p.Status != http.StatusUnprocessableEntity || p.Type != api.TypeValidation || !strings.Contains(p.Detail, "the limit is 262144") {
+		t.Fatalf("problem %+v, want 422 naming the limit", p)
+	}
+	wantStatus(t, b.do(t, http.MethodGet, "/v1/definitions/big", nil), http.StatusNotFound)
+}
+
+// TestDefinitionVersionLifecycle: the highest version there is, once
+// registered, can be disabled and deleted, and "latest" goes back to the
+// newest enabled version; a disabled version refuses starts that name it,
+// and a version a running saga uses refuses deletion.
+func TestDefinitionVersionLifecycle(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	const top = "2147483647"
+	oneStep := `{"name": "pin", "version": %s, "steps": [{"name": "only", "kind": "pivot", "action": {"queue": "pinq"}}]}`
+	for _, v := range []string{"1", top} {
+		wantStatus(t, b.postDefinition(t, "application/json", fmt.Sprintf(oneStep, v)), http.StatusCreated)
+	}
+	latest := func(want int) {
+		t.Helper()
+		r := b.do(t, http.MethodGet, "/v1/definitions/pin", nil)
+		wantStatus(t, r, http.StatusOK)
+		var d api.Definition
+		r.json(t, &d)
+		if d.Version != want || !d.Enabled {
+			t.Fatalf("latest = version %d (enabled %t), want %d", d.Version, d.Enabled, want)
+		}
+	}
+	start := func(version string) *response {
+		t.Helper()
+		return b.do(t, http.MethodPost, "/v1/sagas", []byte(`{"definition": "pin", "version": `+version+`}`))
+	}
+	latest(2147483647)
+	r := start("0")
+	wantStatus(t, r, http.StatusCreated)
+	var started api.StartedSaga
+	r.json(t, &started)
+
+	p := b.do(t, http.MethodDelete, "/v1/definitions/pin/versions/"+top, nil).problem(t)
+	if p.Status != http.StatusConflict || p.Type != api.TypeDefinitionInUse || len(p.Errors) != 1 || fmt.Sprint(p.Errors[0].Value) != "1" ||
+		!strings.Contains(p.Detail, "used by 1 unfinished sagas") {
+		t.Fatalf("delete while a saga runs on it: %+v", p)
+	}
+
+	r = b.do(t, http.MethodPost, "/v1/definitions/pin/versions/"+top+"/disable", nil)
+	wantStatus(t, r, http.StatusOK)
+	var d api.Definition
+	r.json(t, &d)
+	if d.Version != 2147483647 || d.Enabled {
+		t.Fatalf("disabled = %+v", d)
+	}
+	latest(1)
+	r = b.do(t, http.MethodGet, "/v1/definitions?name=pin", nil)
+	wantStatus(t, r, http.StatusOK)
+	var list api.DefinitionList
+	r.json(t, &list)
+	if len(list.Items) != 2 || !list.Items[0].Enabled || list.Items[1].Enabled {
+		t.Fatalf("list = %+v, want version 1 enabled and the top one not", list.Items)
+	}
+	p = start(top).problem(t)
+	if p.Status != http.StatusConflict || p.Type != api.TypeDefinitionDisabled {
+		t.Fatalf("start of the disabled version: %+v", p)
+	}
+	r = start("0")
+	wantStatus(t, r, http.StatusCreated)
+	var onLatest api.StartedSaga
+	r.json(t, &onLatest)
+
+	// The saga on the disabled version runs to its end.
+	ctx := context.Background()
+	for done := 0; done < 2; {
+		tasks, err := b.eng.PollTasks(ctx, engine.PollParams{Queue: "pinq", Max: 2, Visibility: time.Minute, Wait: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, task := range tasks {
+			if err := b.eng.CompleteTask(ctx, engine.Result{TaskID: task.ID, ClaimToken: task.ClaimToken, Outcome: "success"}); err != nil {
+				t.Fatal(err)
+			}
+			done++
+		}
+	}
+	for _, id := range []string{started.ID, onLatest.ID} {
+		r = b.do(t, http.MethodGet, "/v1/sagas/"+id+"/wait?timeout=20s", nil)
+		wantStatus(t, r, http.StatusOK)
+	}
+	wantStatus(t, b.do(t, http.MethodDelete, "/v1/definitions/pin/versions/"+top, nil), http.StatusNoContent)
+	wantStatus(t, b.do(t, http.MethodGet, "/v1/definitions/pin/versions/"+top, nil), http.StatusNotFound)
+	latest(1)
+	r = b.do(t, http.MethodGet, "/v1/sagas/"+started.ID, nil)
+	wantStatus(t, r, http.StatusOK)
+	var ended api.Saga
+	r.json(t, &ended)
+	if ended.Status != "completed" || ended.DefinitionVersion != 2147483647 {
+		t.Fatalf("the ended saga of the deleted version: %+v", ended)
+	}
+	if p := start(top).problem(t); p.Status != http.StatusNotFound {
+		t.Fatalf("start of the deleted version: %+v", p)
+	}
+	if p := b.do(t, http.MethodPost, "/v1/definitions/pin/versions/"+top+"/enable", nil).problem(t); p.Status != http.StatusNotFound ||
+		p.Detail != "definition pin version 2147483647 is not registered" {
+		t.Fatalf("enable of the deleted version: %+v", p)
+	}
+	if p := b.do(t, http.MethodDelete, "/v1/definitions/pin/versions/0", nil).problem(t); p.Status != http.StatusUnprocessableEntity {
+		t.Fatalf("delete of version 0: %+v", p)
+	}
 }

@@ -40,6 +40,12 @@ const (
 	// TypeConflict: a definition name and version is registered with
 	// different content.
 	TypeConflict = problemBase + "conflict"
+	// TypeDefinitionDisabled: the definition version named is disabled;
+	// no saga starts on it until it is enabled again.
+	TypeDefinitionDisabled = problemBase + "definition-disabled"
+	// TypeDefinitionInUse: the definition version is not deleted while
+	// unfinished sagas run on it; Errors[0].Value counts them.
+	TypeDefinitionInUse = problemBase + "definition-in-use"
 	// TypeSagaEnded: the saga has ended; the operation needs it running.
 	TypeSagaEnded = problemBase + "saga-ended"
 	// TypePastPivot: the saga's pivot has started; it can only move
@@ -281,6 +287,7 @@ func (s *server) problemFor(ctx context.Context, err error, location string) *Pr
 	var ve *saga.ValidationError
 	var de *saga.DepthError
 	var re *saga.RenderLimitError
+	var inUse *storage.DefinitionInUseError
 	switch {
 	case errors.As(err, &de):
 		return limitProblem(de, location)
@@ -312,6 +319,15 @@ func (s *server) problemFor(ctx context.Context, err error, location string) *Pr
 		return newProblem(http.StatusServiceUnavailable, TypeNotOwner, err.Error())
 	case errors.Is(err, engine.ErrStopped):
 		return newProblem(http.StatusServiceUnavailable, TypeUnavailable, "the server is shutting down")
+	case errors.As(err, &inUse):
+		return newProblem(http.StatusConflict, TypeDefinitionInUse,
+			fmt.Sprintf("definition %s version %d is used by %d unfinished sagas (needs_operator included); delete it once they have ended",
+				inUse.Name, inUse.Version, inUse.Sagas),
+			ProblemDetail{Location: "path.version", Message: "unfinished sagas run on this version", Value: inUse.Sagas})
+	case errors.Is(err, engine.ErrDefinitionDisabled):
+		return newProblem(http.StatusConflict, TypeDefinitionDisabled,
+			"the definition version is disabled; enable it, or start the latest enabled version",
+			ProblemDetail{Location: location, Message: "disabled"})
 	case errors.Is(err, storage.ErrDefinitionConflict):
 		return newProblem(http.StatusConflict, TypeConflict, err.Error())
 	case errors.Is(err, storage.ErrTaskClaimLost):

@@ -118,7 +118,7 @@ type SagaEventList struct {
 
 type startSagaBody struct {
 	Definition string          `json:"definition" minLength:"1" maxLength:"128" doc:"Definition name."`
-	Version    int             `json:"version,omitempty" minimum:"0" maximum:"2147483647" doc:"Definition version; absent or 0: the latest."`
+	Version    int             `json:"version,omitempty" minimum:"0" maximum:"2147483647" doc:"Definition version; absent or 0: the latest enabled version."`
 	Input      json.RawMessage `json:"input,omitempty" doc:"The saga input: any JSON value, usually an object. Default {}."`
 }
 
@@ -193,11 +193,12 @@ func (s *server) registerSagas() {
 		Method:      http.MethodPost,
 		Path:        "/v1/sagas",
 		Summary:     "Start a saga",
-		Description: "Starts a saga of a registered definition. 201 when started; 200 when the Idempotency-Key named a saga started before. " +
-			"The answer comes once the start is durable.",
+		Description: "Starts a saga of a registered definition: the version given, or the latest enabled one. " +
+			"201 when started; 200 when the Idempotency-Key named a saga started before. " +
+			"409 definition-disabled when the version given is disabled. The answer comes once the start is durable.",
 		Tags:          []string{"Sagas"},
 		DefaultStatus: http.StatusCreated,
-	}, http.StatusBadRequest, http.StatusNotFound, http.StatusRequestEntityTooLarge, http.StatusUnprocessableEntity), s.handleStartSaga)
+	}, http.StatusBadRequest, http.StatusNotFound, http.StatusConflict, http.StatusRequestEntityTooLarge, http.StatusUnprocessableEntity), s.handleStartSaga)
 	alsoRespond(s.api, "/v1/sagas", http.MethodPost, http.StatusCreated, http.StatusOK,
 		"The Idempotency-Key named a saga started before; it is returned.")
 
@@ -274,6 +275,9 @@ func (s *server) handleStartSaga(ctx context.Context, in *startSagaInput) (*star
 	})
 	if errors.Is(err, engine.ErrDefinitionNotFound) {
 		return nil, s.problemFor(ctx, err, "body.definition")
+	}
+	if errors.Is(err, engine.ErrDefinitionDisabled) {
+		return nil, s.problemFor(ctx, err, "body.version")
 	}
 	if err != nil {
 		return nil, s.problemFor(ctx, err, "body.input")

@@ -11,9 +11,11 @@ import (
 	"github.com/accord-saga/accord/internal/storage"
 )
 
-// definitionCache holds parsed definitions. A registered version never
-// changes, so an entry never goes stale; "latest" is always read from the
-// store, as a newer version may be registered at any time.
+// definitionCache holds parsed definitions. A (name, version) stands for
+// one content for the life of the store (a deleted version can only be
+// registered again with the same content), so an entry never goes stale;
+// "latest", and whether a version may start sagas, are always read from
+// the store, as they change.
 type definitionCache struct {
 	store storage.Driver
 	mu    sync.RWMutex
@@ -26,26 +28,50 @@ func newDefinitionCache(store storage.Driver) *definitionCache {
 
 func defKey(name string, version int) string { return name + "@" + strconv.Itoa(version) }
 
-// get returns a definition version; version 0 means the latest.
+// get returns a definition version, disabled or not, for a saga that runs
+// on it; version 0 means the latest.
 func (c *definitionCache) get(ctx context.Context, name string, version int) (*saga.Definition, error) {
 	if version > 0 {
-		c.mu.RLock()
-		d, ok := c.byKey[defKey(name, version)]
-		c.mu.RUnlock()
-		if ok {
+		if d, ok := c.cached(name, version); ok {
 			return d, nil
 		}
 	}
+	rec, err := c.load(ctx, name, version)
+	if err != nil {
+		return nil, err
+	}
+	return c.parse(rec)
+}
+
+// forStart returns the definition version a new saga may start on:
+// version 0 is the latest enabled version; a disabled version is
+// ErrDefinitionDisabled.
+func (c *definitionCache) forStart(ctx context.Context, name string, version int) (*saga.Definition, error) {
+	rec, err := c.load(ctx, name, version)
+	if err != nil {
+		return nil, err
+	}
+	if rec.Disabled {
+		return nil, fmt.Errorf("%w: %s version %d", ErrDefinitionDisabled, name, rec.Version)
+	}
+	return c.parse(rec)
+}
+
+func (c *definitionCache) load(ctx context.Context, name string, version int) (storage.Definition, error) {
 	rec, err := c.store.DefinitionGet(ctx, name, version)
 	if errors.Is(err, storage.ErrNotFound) {
 		if version == 0 {
-			return nil, fmt.Errorf("%w: %s", ErrDefinitionNotFound, name)
+			return rec, fmt.Errorf("%w: %s has no enabled version", ErrDefinitionNotFound, name)
 		}
-		return nil, fmt.Errorf("%w: %s version %d", ErrDefinitionNotFound, name, version)
+		return rec, fmt.Errorf("%w: %s version %d", ErrDefinitionNotFound, name, version)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("engine: load definition %s: %w", name, err)
+		return rec, fmt.Errorf("engine: load definition %s: %w", name, err)
 	}
+	return rec, nil
+}
+
+func (c *definitionCache) parse(rec storage.Definition) (*saga.Definition, error) {
 	if d, ok := c.cached(rec.Name, rec.Version); ok {
 		return d, nil
 	}
@@ -109,4 +135,43 @@ func (e *Engine) RegisterDefinition(ctx context.Context, doc []byte) (rec storag
 // Definition returns a registered definition; version 0 means the latest.
 func (e *Engine) Definition(ctx context.Context, name string, version int) (*saga.Definition, error) {
 	return e.defs.get(ctx, name, version)
+}
+
+// SetDefinitionDisabled disables a definition version (no saga starts on
+// it, and "latest" skips it; sagas running on it go on) or enables it
+// again, and returns it. ErrDefinitionNotFound if it is not registered.
+func (e *Engine) SetDefinitionDisabled(ctx context.Context, name string, version int, disabled bool) (storage.Definition, error) {
+	if version <= 0 {
+		return storage.Definition{}, fmt.Errorf("%w: version must be > 0", ErrInvalidInput)
+	}
+	rec, err := e.store.DefinitionSetDisabled(ctx, &storage.DefinitionSetDisabledParams{Name: name, Version: version, Disabled: disabled})
+	if errors.Is(err, storage.ErrNotFound) {
+		return storage.Definition{}, fmt.Errorf("%w: %s version %d", ErrDefinitionNotFound, name, version)
+	}
+	if err != nil {
+		return storage.Definition{}, fmt.Errorf("engine: set definition %s version %d disabled: %w", name, version, err)
+	}
+	return rec, nil
+}
+
+// DeleteDefinition deletes a definition version that no unfinished saga
+// (needs_operator included) runs on; *storage.DefinitionInUseError (counting them) otherwise, and
+// ErrDefinitionNotFound if it is not registered. Its number stays bound to
+// its content: registering it again takes the same content.
+func (e *Engine) DeleteDefinition(ctx context.Context, name string, version int) error {
+	if version <= 0 {
+		return fmt.Errorf("%w: version must be > 0", ErrInvalidInput)
+	}
+	err := e.store.DefinitionDelete(ctx, &storage.DefinitionDeleteParams{
+		Name: name, Version: version,
+		// An operator may resume a saga that needs one: it runs on.
+		InUseStatuses: []string{string(saga.StatusNeedsOperator)},
+	})
+	if errors.Is(err, storage.ErrNotFound) {
+		return fmt.Errorf("%w: %s version %d", ErrDefinitionNotFound, name, version)
+	}
+	if err != nil && !errors.Is(err, storage.ErrDefinitionInUse) {
+		return fmt.Errorf("engine: delete definition %s version %d: %w", name, version, err)
+	}
+	return err
 }

@@ -20,6 +20,7 @@ import (
 var (
 	ErrSagaNotFound        = errors.New("engine: saga not found")
 	ErrDefinitionNotFound  = errors.New("engine: definition not found")
+	ErrDefinitionDisabled  = errors.New("engine: definition version disabled")
 	ErrTaskNotFound        = errors.New("engine: task not found or already completed")
 	ErrOverloaded          = errors.New("engine: overloaded, retry later")
 	ErrStopped             = errors.New("engine: stopped")

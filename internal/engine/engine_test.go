@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -159,6 +160,44 @@ func TestIdempotentStart(t *testing.T) {
 		list, err := e.ListSagas(ctx, &storage.SagaListParams{Limit: 10})
 		if err != nil || len(list) != 1 {
 			t.Fatalf("sagas stored: %d (%v), want 1", len(list), err)
+		}
+	})
+}
+
+// TestIdempotentStartComparesResolvedVersion: a repeat that names the
+// version the first start resolved "latest" to is the same request; another
+// version is not.
+func TestIdempotentStartComparesResolvedVersion(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		store, _ := b.open(t)
+		e := startEngine(t, store, nil)
+		register(t, e, orderDef)
+		ctx := context.Background()
+		in := json.RawMessage(`{"total":1}`)
+		first, err := e.StartSaga(ctx, engine.StartParams{Definition: "order", Input: in, IdempotencyKey: "k-latest"})
+		if err != nil || !first.Created {
+			t.Fatalf("first start: %+v, %v", first, err)
+		}
+		again, err := e.StartSaga(ctx, engine.StartParams{Definition: "order", Version: 1, Input: in, IdempotencyKey: "k-latest"})
+		if err != nil || again.Created || again.SagaID != first.SagaID {
+			t.Fatalf("repeat naming version 1: %+v, %v; want saga %s, not created", again, err, first.SagaID)
+		}
+		register(t, e, strings.Replace(orderDef, "version: 1", "version: 2", 1))
+		again, err = e.StartSaga(ctx, engine.StartParams{Definition: "order", Input: in, IdempotencyKey: "k-latest"})
+		if err != nil || again.Created || again.SagaID != first.SagaID {
+			t.Fatalf("repeat asking for the latest after version 2: %+v, %v; want saga %s", again, err, first.SagaID)
+		}
+		if _, err := e.StartSaga(ctx, engine.StartParams{Definition: "order", Version: 2, Input: in, IdempotencyKey: "k-latest"}); !errors.Is(err, engine.ErrIdempotencyMismatch) {
+			t.Fatalf("repeat naming version 2: %v, want ErrIdempotencyMismatch", err)
+		}
+		// Named first, the latest asked for later is the same request.
+		named, err := e.StartSaga(ctx, engine.StartParams{Definition: "order", Version: 2, Input: in, IdempotencyKey: "k-named"})
+		if err != nil || !named.Created {
+			t.Fatalf("start naming version 2: %+v, %v", named, err)
+		}
+		again, err = e.StartSaga(ctx, engine.StartParams{Definition: "order", Input: in, IdempotencyKey: "k-named"})
+		if err != nil || again.Created || again.SagaID != named.SagaID {
+			t.Fatalf("repeat asking for the latest: %+v, %v; want saga %s", again, err, named.SagaID)
 		}
 	})
 }

@@ -26,8 +26,20 @@ type StartParams struct {
 	IdempotencyKey string
 }
 
-// hash identifies the request a key was first used for.
+// hash identifies the request a key was first used for, but for the
+// version: that is compared once resolved (see sameStart), so that naming
+// the version "latest" stood for is the same request.
 func (sp *StartParams) hash() string {
+	h := sha256.New()
+	h.Write([]byte(sp.Definition))
+	h.Write([]byte{0})
+	h.Write(sp.Input)
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// legacyHash is hash as keys stored before the resolved version was kept
+// have it: the version as asked for, 0 for the latest, included.
+func (sp *StartParams) legacyHash() string {
 	h := sha256.New()
 	h.Write([]byte(sp.Definition))
 	h.Write([]byte{0})
@@ -35,6 +47,18 @@ func (sp *StartParams) hash() string {
 	h.Write([]byte{0})
 	h.Write(sp.Input)
 	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// sameStart reports whether sp repeats the start that stored prior. The
+// version is compared as resolved: an explicit version matches the one
+// the first start ran on, whether that start named it or asked for the
+// latest; asking for the latest again matches any, since a retry must find
+// its saga even after a newer version was registered.
+func (sp *StartParams) sameStart(prior idemResult) bool {
+	if prior.Version == 0 {
+		return prior.RequestHash == sp.legacyHash()
+	}
+	return prior.RequestHash == sp.hash() && (sp.Version == 0 || sp.Version == prior.Version)
 }
 
 // MaxInputBytes bounds a saga's input.
@@ -144,23 +168,30 @@ func (e *Engine) GetSaga(ctx context.Context, id string) (Saga, error) {
 	if err != nil {
 		return Saga{}, fmt.Errorf("engine: load saga %s: %w", id, err)
 	}
-	return e.sagaFromRecord(ctx, rec)
+	return e.sagaFromRecord(rec)
 }
 
-func (e *Engine) sagaFromRecord(ctx context.Context, rec storage.Saga) (Saga, error) {
-	entry, err := e.entryFromRecord(ctx, rec)
-	var ue *UnreadableError
-	if errors.As(err, &ue) || setAside(rec) {
-		// Shown as it is, whether or not its partition has marked it yet.
-		return quarantinedView(rec, ue), nil
+// sagaFromRecord shows a saga from its snapshot alone: an ended saga's
+// definition version may have been deleted since. A saga whose snapshot
+// cannot be decoded, or that is set aside, is shown quarantined.
+func (e *Engine) sagaFromRecord(rec storage.Saga) (Saga, error) {
+	var snap snapshot
+	err := json.Unmarshal(rec.State, &snap)
+	if err == nil && snap.State == nil {
+		err = errors.New("no saga state in it")
 	}
-	if err != nil {
-		return Saga{}, err
+	if err != nil || setAside(rec) {
+		var why error
+		if err != nil {
+			why = &UnreadableError{SagaID: rec.ID, Err: err}
+		}
+		// Shown as it is, whether or not its partition has marked it yet.
+		return quarantinedView(rec, why), nil
 	}
 	return Saga{
 		ID: rec.ID, Partition: rec.Partition, Definition: rec.Definition, DefinitionVersion: rec.DefinitionVersion,
 		Status: rec.Status, Terminal: rec.Terminal, CreatedAt: rec.CreatedAt, UpdatedAt: rec.UpdatedAt, EndedAt: rec.EndedAt,
-		View: entry.state.View(),
+		View: snap.State.View(),
 	}, nil
 }
 

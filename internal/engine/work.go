@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/accord-saga/accord/internal/saga"
@@ -92,10 +93,32 @@ func (w *work) answer(commitErr error) {
 	for _, pr := range w.replies {
 		rep := pr.rep
 		if commitErr != nil && rep.err == nil {
-			rep = reply{err: commitErr}
+			rep = reply{err: w.startRefused(pr, commitErr)}
 		}
 		pr.r.reply <- rep
 	}
+}
+
+// startRefused explains a failed commit to a start: when the commit was
+// refused because a definition version was deleted after the start had
+// read it, the start whose version is gone is answered as it would have
+// been had the delete come first. Every other request gets the commit's
+// error (retry later).
+func (w *work) startRefused(pr pendingReply, commitErr error) error {
+	if !errors.Is(commitErr, storage.ErrDefinitionDeleted) || pr.r.kind != reqStart || !pr.rep.created {
+		return commitErr
+	}
+	pd := w.touched[pr.rep.sagaID]
+	if pd == nil {
+		return commitErr
+	}
+	def := pd.entry.def
+	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+	defer cancel()
+	if _, err := w.p.e.store.DefinitionGet(ctx, def.Name, def.Version); errors.Is(err, storage.ErrNotFound) {
+		return fmt.Errorf("%w: %s version %d", ErrDefinitionNotFound, def.Name, def.Version)
+	}
+	return commitErr
 }
 
 func (w *work) apply(r *request) {
@@ -124,7 +147,6 @@ func (w *work) apply(r *request) {
 
 func (w *work) applyStart(r *request) {
 	sp := r.start
-	reqHash := sp.hash()
 	if sp.IdempotencyKey != "" {
 		if cached, ok, err := w.lookupCached(startKeyScope, sp.IdempotencyKey, nil); err != nil {
 			w.reply(r, reply{err: err})
@@ -135,7 +157,7 @@ func (w *work) applyStart(r *request) {
 				w.reply(r, reply{err: err})
 				return
 			}
-			if prior.RequestHash != reqHash {
+			if !sp.sameStart(prior) {
 				w.reply(r, reply{err: fmt.Errorf("%w: key %q", ErrIdempotencyMismatch, sp.IdempotencyKey)})
 				return
 			}
@@ -145,7 +167,7 @@ func (w *work) applyStart(r *request) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
 	defer cancel()
-	def, err := w.p.e.defs.get(ctx, sp.Definition, sp.Version)
+	def, err := w.p.e.defs.forStart(ctx, sp.Definition, sp.Version)
 	if err != nil {
 		w.reply(r, reply{err: err})
 		return
@@ -162,7 +184,7 @@ func (w *work) applyStart(r *request) {
 	w.order = append(w.order, id)
 	w.commands(pd, cmds)
 	if sp.IdempotencyKey != "" {
-		res := idemResult{SagaID: id, RequestHash: reqHash}.marshal()
+		res := idemResult{SagaID: id, RequestHash: sp.hash(), Version: def.Version}.marshal()
 		w.batchKeys[cacheKey(startKeyScope, sp.IdempotencyKey)] = cachedKey{result: res, idx: -1}
 		w.keys = append(w.keys, storage.IdempotencyKeyInsert{
 			Scope: startKeyScope, Key: sp.IdempotencyKey, Result: res, TTL: w.p.e.cfg.IdempotencyTTL,
@@ -330,6 +352,12 @@ func (w *work) params() *storage.CommitParams {
 			expected = storage.NoStream
 		}
 		p.Appends = append(p.Appends, storage.StreamAppend{Stream: streamName(id), ExpectedVersion: expected, Events: in})
+		if pd.isNew {
+			ref := storage.DefinitionRef{Name: pd.entry.def.Name, Version: pd.entry.def.Version}
+			if !slices.Contains(p.Definitions, ref) {
+				p.Definitions = append(p.Definitions, ref)
+			}
+		}
 		p.SagaUpserts = append(p.SagaUpserts, storage.Saga{
 			ID:                id,
 			Partition:         w.p.id,
@@ -422,10 +450,14 @@ func streamName(id string) string { return "saga/" + id }
 type idemResult struct {
 	SagaID      string `json:"saga_id"`
 	RequestHash string `json:"request_hash"`
+	// Version is the definition version the start resolved to; absent
+	// from keys stored before it was kept (their hash has the version
+	// asked for in it).
+	Version int `json:"version,omitempty"`
 }
 
 func (r idemResult) marshal() []byte {
-	b, _ := json.Marshal(r) // two strings: cannot fail
+	b, _ := json.Marshal(r) // strings and an int: cannot fail
 	return b
 }
 

@@ -122,7 +122,12 @@ func apply(def *Definition, s *State, e *Event) error {
 		}
 		timedOut := e.Type == EventStepTimedOut && ph.InFlight
 		if e.Type == EventStepSucceeded {
+			// The answer settles the step: whatever earlier attempts
+			// left (an error, an unanswered call) no longer describes it.
 			st.Output = e.Output
+			st.OutcomeUnknown = false
+			ph.LastError = nil
+			ph.LastTimedOut = false
 		} else {
 			ph.LastError = e.Error
 			ph.LastTimedOut = timedOut
@@ -177,6 +182,8 @@ func apply(def *Definition, s *State, e *Event) error {
 		if e.Type == EventCompensationSucceeded {
 			st.Status = StepCompensated
 			ph.EndedAt = e.Time
+			ph.LastError = nil
+			ph.LastTimedOut = false
 			break
 		}
 		ph.LastError = e.Error

@@ -12,7 +12,8 @@ import (
 // in every default. On failure it returns a *ValidationError listing all the
 // problems found, each with the path of the field concerned.
 //
-// The document may be at most MaxDefinitionBytes long and nested at most
+// The document, and its canonical form, may each be at most
+// MaxDefinitionBytes long; the document may be nested at most
 // MaxNestingDepth levels; unknown fields, duplicate keys, YAML aliases and
 // custom tags are refused.
 func ParseDefinition(data []byte) (*Definition, error) {
@@ -36,6 +37,14 @@ func ParseDefinition(data []byte) (*Definition, error) {
 	}
 	if err := def.seal(); err != nil {
 		return nil, fmt.Errorf("saga: encode canonical definition: %w", err)
+	}
+	if len(def.canonical) > MaxDefinitionBytes {
+		// The canonical form is what is stored and parsed again at every
+		// start; defaults written out can make it much larger than the
+		// document sent. Refused here, a definition that registers can
+		// always be loaded again.
+		ps.add("", "the canonical form (every default written out) is %d bytes; the limit is %d", len(def.canonical), MaxDefinitionBytes)
+		return nil, ps.err()
 	}
 	return def, nil
 }

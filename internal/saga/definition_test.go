@@ -379,15 +379,35 @@ func TestParseDefinitionLimits(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "steps: has 1001 steps; the limit is 1000") {
 		t.Fatalf("got %v", err)
 	}
-	// A chain of MaxSteps steps is fine, and parses quickly.
+	// A chain of MaxSteps compensatable steps is a small document, but
+	// written out with every default its canonical form, which is stored
+	// and parsed again at every start, is over the size limit: refused.
 	b.Reset()
 	b.WriteString("name: t\nversion: 1\nsteps:\n")
 	for i := 0; i < MaxSteps; i++ {
 		b.WriteString("- {name: s" + strconv.Itoa(i) + ", action: {queue: q}, compensation: {queue: q}}\n")
 	}
+	if b.Len() > MaxDefinitionBytes {
+		t.Fatalf("the document itself is %d bytes", b.Len())
+	}
+	_, err = ParseDefinition([]byte(b.String()))
+	var verr *ValidationError
+	if !errors.As(err, &verr) || len(verr.Problems) != 1 || !strings.Contains(verr.Problems[0].Message, "the limit is "+strconv.Itoa(MaxDefinitionBytes)) {
+		t.Fatalf("got %v, want the canonical form refused as over the limit", err)
+	}
+	// A chain of MaxSteps steps that stays under the limit is fine, parses
+	// quickly, and its canonical form parses again.
+	b.Reset()
+	b.WriteString("name: t\nversion: 1\nsteps:\n- {name: s0, kind: pivot, action: {queue: q}}\n")
+	for i := 1; i < MaxSteps; i++ {
+		b.WriteString("- {name: s" + strconv.Itoa(i) + ", kind: retriable, action: {queue: q}}\n")
+	}
 	def, err := ParseDefinition([]byte(b.String()))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if _, err := ParseDefinition(def.Canonical()); err != nil {
+		t.Fatalf("canonical form: %v", err)
 	}
 	if !def.ancestors[MaxSteps-1].has(0) {
 		t.Fatal("last step of the chain does not descend from the first")

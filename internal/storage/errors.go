@@ -20,6 +20,12 @@ var (
 	ErrIdempotencyKeyExists = errors.New("storage: idempotency key exists")
 	// ErrNotFound: the thing asked for does not exist.
 	ErrNotFound = errors.New("storage: not found")
+	// ErrDefinitionDeleted: a commit starts a saga on a definition version
+	// that is absent or deleted.
+	ErrDefinitionDeleted = errors.New("storage: definition version deleted")
+	// ErrDefinitionInUse: a definition version is not deleted while
+	// unfinished sagas run on it (see DefinitionInUseError).
+	ErrDefinitionInUse = errors.New("storage: definition version in use")
 	// ErrWrongPartition: a stream was appended to in a partition other than
 	// the one it was created in.
 	ErrWrongPartition = errors.New("storage: stream belongs to another partition")
@@ -74,3 +80,17 @@ func (e *SchemaTooNewError) Error() string {
 }
 
 func (e *SchemaTooNewError) Unwrap() error { return ErrSchemaTooNew }
+
+// DefinitionInUseError refuses to delete a definition version that
+// unfinished sagas run on; Sagas counts them.
+type DefinitionInUseError struct {
+	Name    string
+	Version int
+	Sagas   int
+}
+
+func (e *DefinitionInUseError) Error() string {
+	return fmt.Sprintf("storage: definition %s version %d is used by %d unfinished sagas", e.Name, e.Version, e.Sagas)
+}
+
+func (e *DefinitionInUseError) Unwrap() error { return ErrDefinitionInUse }

@@ -127,11 +127,26 @@ type Driver interface {
 	// different content under an existing name and version is
 	// ErrDefinitionConflict.
 	DefinitionPut(ctx context.Context, def *Definition) (stored Definition, created bool, err error)
-	// DefinitionGet returns a definition version; version 0 means the
-	// latest. ErrNotFound if absent.
+	// DefinitionPut of a deleted version revives it (created=true) when the
+	// content is identical, and is ErrDefinitionConflict otherwise: a
+	// (name, version) never stands for two definitions.
+	//
+	// DefinitionGet returns a definition version, disabled or not; version
+	// 0 means the latest enabled version. ErrNotFound if absent or deleted.
 	DefinitionGet(ctx context.Context, name string, version int) (Definition, error)
-	// DefinitionList lists definitions ordered by name, then version.
+	// DefinitionList lists definitions ordered by name, then version;
+	// deleted versions are left out.
 	DefinitionList(ctx context.Context, params *DefinitionListParams) ([]Definition, error)
+	// DefinitionSetDisabled disables a version (no saga may start on it,
+	// and it is never the latest) or enables it again, and returns it.
+	// ErrNotFound if absent or deleted. Sagas running on it go on.
+	DefinitionSetDisabled(ctx context.Context, params *DefinitionSetDisabledParams) (Definition, error)
+	// DefinitionDelete deletes a version that no unfinished saga runs on
+	// (one not terminal, or in one of params.InUseStatuses);
+	// *DefinitionInUseError (counting them) otherwise, ErrNotFound if absent
+	// or deleted. A Commit that starts a saga on the version and a delete
+	// never both succeed (see CommitParams.Definitions).
+	DefinitionDelete(ctx context.Context, params *DefinitionDeleteParams) error
 
 	// SagaGet returns a saga's record; ErrNotFound if absent.
 	SagaGet(ctx context.Context, id string) (Saga, error)
@@ -295,6 +310,11 @@ type CommitParams struct {
 	// the commit's time, and EndedAt to the commit's time when Terminal
 	// first becomes true (the time fields given are ignored).
 	SagaUpserts []Saga
+	// Definitions are the definition versions the sagas this commit starts
+	// run on. The commit fails with ErrDefinitionDeleted if one is absent
+	// or deleted; DefinitionDelete is serialized with the commit, so a
+	// delete either sees the started sagas or makes the commit fail.
+	Definitions []DefinitionRef
 	// Publishes are bus messages written to this partition, each with a
 	// delivery for every group of its topic (see BusStore). Their topics
 	// must exist (ErrInvalid otherwise).
@@ -407,6 +427,32 @@ type Definition struct {
 	Content   []byte // canonical JSON
 	Hash      string // of Content
 	CreatedAt time.Time
+	// Disabled: no saga may start on this version, and it is never the
+	// latest. DefinitionPut ignores it (a new version is enabled).
+	Disabled bool
+}
+
+// DefinitionRef names a definition version.
+type DefinitionRef struct {
+	Name    string
+	Version int
+}
+
+// DefinitionSetDisabledParams disables or enables a definition version.
+type DefinitionSetDisabledParams struct {
+	Name     string
+	Version  int // must be > 0
+	Disabled bool
+}
+
+// DefinitionDeleteParams deletes a definition version.
+type DefinitionDeleteParams struct {
+	Name    string
+	Version int // must be > 0
+	// InUseStatuses are terminal statuses whose sagas still count as using
+	// the version, besides every saga that is not terminal: the engine
+	// names needs_operator, from which an operator can resume a saga.
+	InUseStatuses []string
 }
 
 // DefinitionListParams pages through definitions.

@@ -121,6 +121,34 @@ func (p *CommitParams) Validate(partitions int) error {
 			return fmt.Errorf("%w: saga %d: status and definition are required", ErrInvalid, i)
 		}
 	}
+	for i, d := range p.Definitions {
+		if err := checkKey("definition name", d.Name); err != nil {
+			return fmt.Errorf("definition %d: %w", i, err)
+		}
+		if d.Version <= 0 {
+			return fmt.Errorf("%w: definition %d: version must be > 0", ErrInvalid, i)
+		}
+	}
+	return nil
+}
+
+// Validate checks the params of DefinitionSetDisabled.
+func (p *DefinitionSetDisabledParams) Validate() error {
+	return checkDefinitionRef(p.Name, p.Version)
+}
+
+// Validate checks the params of DefinitionDelete.
+func (p *DefinitionDeleteParams) Validate() error {
+	return checkDefinitionRef(p.Name, p.Version)
+}
+
+func checkDefinitionRef(name string, version int) error {
+	if err := checkKey("definition name", name); err != nil {
+		return err
+	}
+	if version <= 0 {
+		return fmt.Errorf("%w: definition version %d must be > 0", ErrInvalid, version)
+	}
 	return nil
 }
 

@@ -90,6 +90,58 @@ func TestDefinitions(t *testing.T) {
 	}
 }
 
+// TestDefinitionDisableDelete: a version is disabled, enabled, disabled
+// and deleted through the client; a start that names a disabled version
+// and the deletion of a version a running saga uses say why they fail.
+func TestDefinitionDisableDelete(t *testing.T) {
+	t.Parallel()
+	s := sdktest.NewServer(t)
+	c, ctx := s.Client, ctxT(t)
+	for _, doc := range []string{orderDef, strings.Replace(orderDef, "version: 1", "version: 2", 1)} {
+		if _, _, err := c.RegisterDefinition(ctx, []byte(doc), client.ContentTypeYAML); err != nil {
+			t.Fatal(err)
+		}
+	}
+	started, err := c.StartSaga(ctx, client.StartRequest{Definition: "order", Version: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.DeleteDefinition(ctx, "order", 2)
+	if n, ok := client.DefinitionInUseCount(err); !client.IsDefinitionInUse(err) || !client.IsConflict(err) || !ok || n != 1 {
+		t.Fatalf("delete of a version in use: %v (count %d, %v)", err, n, ok)
+	}
+	if d, err := c.DisableDefinition(ctx, "order", 2); err != nil || d.Enabled || d.Version != 2 {
+		t.Fatalf("disable: %+v, %v", d, err)
+	}
+	if latest, err := c.GetDefinition(ctx, "order", 0); err != nil || latest.Version != 1 || !latest.Enabled {
+		t.Fatalf("latest with version 2 disabled: %+v, %v", latest, err)
+	}
+	if _, err := c.StartSaga(ctx, client.StartRequest{Definition: "order", Version: 2}); !client.IsDefinitionDisabled(err) {
+		t.Fatalf("start of the disabled version: %v", err)
+	}
+	if d, err := c.EnableDefinition(ctx, "order", 2); err != nil || !d.Enabled {
+		t.Fatalf("enable: %+v, %v", d, err)
+	}
+	if _, err := c.CancelSaga(ctx, started.ID, "done with it"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.DisableDefinition(ctx, "order", 2); err != nil {
+		t.Fatal(err)
+	}
+	// Nobody serves the saga's queues: cancelled, it has not ended, and
+	// the version stays in use.
+	if err := c.DeleteDefinition(ctx, "order", 2); !client.IsDefinitionInUse(err) {
+		t.Fatalf("delete while the saga compensates: %v", err)
+	}
+	if err := c.DeleteDefinition(ctx, "order", 3); !client.IsNotFound(err) {
+		t.Fatalf("delete of a version never registered: %v", err)
+	}
+	page, err := c.ListDefinitions(ctx, client.DefinitionListOptions{Name: "order"})
+	if err != nil || len(page.Items) != 2 || !page.Items[0].Enabled || page.Items[1].Enabled {
+		t.Fatalf("list: %+v, %v", page, err)
+	}
+}
+
 func TestSagaLifecycle(t *testing.T) {
 	t.Parallel()
 	s := sdktest.NewServer(t)

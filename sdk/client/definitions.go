@@ -16,6 +16,9 @@ type Definition struct {
 	Version   int       `json:"version"`
 	Hash      string    `json:"hash"`
 	CreatedAt time.Time `json:"created_at"`
+	// Enabled is false once the version is disabled: no saga starts on it,
+	// and it is never the latest.
+	Enabled bool `json:"enabled"`
 	// Definition is the canonical form: compact JSON with every default
 	// written out.
 	Definition json.RawMessage `json:"definition"`
@@ -29,6 +32,7 @@ type DefinitionSummary struct {
 	Version   int       `json:"version"`
 	Hash      string    `json:"hash"`
 	CreatedAt time.Time `json:"created_at"`
+	Enabled   bool      `json:"enabled"`
 }
 
 // DefinitionPage is a page of definitions, ordered by name, then version.
@@ -85,11 +89,12 @@ func (c *Client) registerDefinition(ctx context.Context, doc []byte, contentType
 	return def, res.status == http.StatusCreated, nil
 }
 
-// GetDefinition returns a definition version; version 0 means the latest.
+// GetDefinition returns a definition version; version 0 means the latest
+// enabled version.
 func (c *Client) GetDefinition(ctx context.Context, name string, version int) (*Definition, error) {
 	path := "/v1/definitions/" + url.PathEscape(name)
 	if version > 0 {
-		path += "/versions/" + strconv.Itoa(version)
+		path = definitionVersionPath(name, version)
 	}
 	def := &Definition{}
 	res, err := c.do(ctx, &call{method: http.MethodGet, path: path, out: def})
@@ -98,6 +103,42 @@ func (c *Client) GetDefinition(ctx context.Context, name string, version int) (*
 	}
 	def.ETag = res.header.Get("ETag")
 	return def, nil
+}
+
+// DisableDefinition disables a definition version: no saga starts on it
+// (IsDefinitionDisabled), and the latest is the newest enabled version;
+// sagas running on it go on. Disabling twice is harmless.
+func (c *Client) DisableDefinition(ctx context.Context, name string, version int) (*Definition, error) {
+	return c.setDefinitionState(ctx, name, version, "disable")
+}
+
+// EnableDefinition enables a disabled definition version again.
+func (c *Client) EnableDefinition(ctx context.Context, name string, version int) (*Definition, error) {
+	return c.setDefinitionState(ctx, name, version, "enable")
+}
+
+func (c *Client) setDefinitionState(ctx context.Context, name string, version int, action string) (*Definition, error) {
+	def := &Definition{}
+	res, err := c.do(ctx, &call{method: http.MethodPost, path: definitionVersionPath(name, version) + "/" + action, out: def, retry: retrySafe})
+	if err != nil {
+		return nil, err
+	}
+	def.ETag = res.header.Get("ETag")
+	return def, nil
+}
+
+// DeleteDefinition deletes a definition version that no unfinished saga
+// runs on; otherwise IsDefinitionInUse (DefinitionInUseCount says how many
+// sagas). Ended sagas of the version stay readable. Registering the same
+// content again brings the version back; other content under its number
+// is a conflict.
+func (c *Client) DeleteDefinition(ctx context.Context, name string, version int) error {
+	_, err := c.do(ctx, &call{method: http.MethodDelete, path: definitionVersionPath(name, version), retry: retryRefused})
+	return err
+}
+
+func definitionVersionPath(name string, version int) string {
+	return "/v1/definitions/" + url.PathEscape(name) + "/versions/" + strconv.Itoa(version)
 }
 
 // ListDefinitions returns one page of definition versions.

@@ -32,6 +32,8 @@ const (
 	ProblemGroupNotFound        = "urn:accord:problem:group-not-found"
 	ProblemGroupExists          = "urn:accord:problem:group-exists"
 	ProblemReceiptLost          = "urn:accord:problem:receipt-lost"
+	ProblemDefinitionDisabled   = "urn:accord:problem:definition-disabled"
+	ProblemDefinitionInUse      = "urn:accord:problem:definition-in-use"
 )
 
 // Error is an error answer of the server: its RFC 9457 problem document.
@@ -164,6 +166,25 @@ func IsSagaEnded(err error) bool { return hasType(err, ProblemSagaEnded) }
 // IsPastPivot reports that the saga's pivot has started, so it cannot be
 // cancelled.
 func IsPastPivot(err error) bool { return hasType(err, ProblemPastPivot) }
+
+// IsDefinitionDisabled reports that the definition version a start named
+// is disabled.
+func IsDefinitionDisabled(err error) bool { return hasType(err, ProblemDefinitionDisabled) }
+
+// IsDefinitionInUse reports that a definition version was not deleted
+// because unfinished sagas run on it; DefinitionInUseCount says how many.
+func IsDefinitionInUse(err error) bool { return hasType(err, ProblemDefinitionInUse) }
+
+// DefinitionInUseCount returns how many unfinished sagas kept a definition
+// version from being deleted, and whether err says so.
+func DefinitionInUseCount(err error) (int, bool) {
+	var e *Error
+	if !errors.As(err, &e) || e.Type != ProblemDefinitionInUse || len(e.Errors) == 0 {
+		return 0, false
+	}
+	n, ok := e.Errors[0].Value.(float64) // a JSON number
+	return int(n), ok
+}
 
 // errTransport marks errors of the connection (no answer at all).
 var errTransport = errors.New("accord: cannot reach the server")

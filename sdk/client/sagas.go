@@ -30,7 +30,7 @@ const (
 // StartRequest starts a saga.
 type StartRequest struct {
 	Definition string
-	// Version of the definition; 0 means the latest.
+	// Version of the definition; 0 means the latest enabled version.
 	Version int
 	// Input is marshalled to JSON; pass a json.RawMessage to send JSON as
 	// is. nil sends no input (the saga gets {}).

@@ -168,7 +168,8 @@ type view struct {
 	msgHeads map[int]int64
 	streams  map[string]storage.StreamInfo
 	keys     map[[2]string]storage.IdempotencyKey
-	topics   map[string]bool // the topics that exist, of those the group publishes to
+	topics   map[string]bool                // the topics that exist, of those the group publishes to
+	defs     map[storage.DefinitionRef]bool // the live definitions, of those the group starts sagas on
 }
 
 // plan is what one commit writes, decided against its view.
@@ -200,6 +201,11 @@ func newPlan(p *storage.CommitParams, part partRow, locked bool, now int64, v *v
 	}
 	if err := pl.numberMessages(v, now); err != nil {
 		return nil, err
+	}
+	for _, d := range p.Definitions {
+		if !v.defs[d] {
+			return nil, fmt.Errorf("%w: definition %s version %d", storage.ErrDefinitionDeleted, d.Name, d.Version)
+		}
 	}
 	return pl, nil
 }

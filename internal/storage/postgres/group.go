@@ -1,10 +1,12 @@
 package postgres
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -309,6 +311,7 @@ type group struct {
 	streams map[string]storage.StreamInfo
 	keys    map[[2]string]storage.IdempotencyKey
 	topics  map[string]bool
+	defs    map[storage.DefinitionRef]bool // live, of those the group starts sagas on
 
 	plans  []*plan // nil for a commit that failed
 	failed []bool  // the commits that failed in the database
@@ -363,6 +366,7 @@ func (g *group) lock(ctx context.Context) error {
 	var names []string
 	var scopes, keys []string
 	var topics []string
+	var defs []storage.DefinitionRef
 	var keyLocks keyLockSet
 	seenKey := make(map[[2]string]bool)
 	for _, r := range g.calls {
@@ -370,6 +374,7 @@ func (g *group) lock(ctx context.Context) error {
 		for _, a := range r.p.Appends {
 			names = append(names, a.Stream)
 		}
+		defs = append(defs, r.p.Definitions...)
 		for _, m := range r.p.Publishes {
 			topics = append(topics, m.Topic)
 			keyLocks.add(m.Topic, r.p.Partition, m.Key)
@@ -387,6 +392,10 @@ func (g *group) lock(ctx context.Context) error {
 	names = slices.Compact(names)
 	slices.Sort(topics)
 	topics = slices.Compact(topics)
+	slices.SortFunc(defs, func(a, b storage.DefinitionRef) int {
+		return cmp.Or(strings.Compare(a.Name, b.Name), cmp.Compare(a.Version, b.Version))
+	})
+	defs = slices.Compact(defs)
 
 	b := &pgx.Batch{}
 	b.Queue("BEGIN ISOLATION LEVEL READ COMMITTED")
@@ -400,16 +409,23 @@ func (g *group) lock(ctx context.Context) error {
 	if len(topics) > 0 {
 		b.Queue(sqlLockTopics, topics)
 	}
+	if len(defs) > 0 {
+		defNames, defVersions := make([]string, len(defs)), make([]int32, len(defs))
+		for i, d := range defs {
+			defNames[i], defVersions[i] = d.Name, int32(d.Version)
+		}
+		b.Queue(sqlLockDefinitions, defNames, defVersions)
+	}
 	keyLocks.queue(b)
 	br := g.conn.SendBatch(ctx, b)
-	err := g.readLocks(br, len(names) > 0, len(keys) > 0, len(topics) > 0, keyLocks.len() > 0)
+	err := g.readLocks(br, len(names) > 0, len(keys) > 0, len(topics) > 0, len(defs) > 0, keyLocks.len() > 0)
 	if cerr := br.Close(); err == nil {
 		err = cerr
 	}
 	return err
 }
 
-func (g *group) readLocks(br pgx.BatchResults, streams, keys, topics, keyLocks bool) error {
+func (g *group) readLocks(br pgx.BatchResults, streams, keys, topics, defs, keyLocks bool) error {
 	if _, err := br.Exec(); err != nil { // BEGIN
 		return err
 	}
@@ -468,6 +484,24 @@ func (g *group) readLocks(br pgx.BatchResults, streams, keys, topics, keyLocks b
 			g.topics[name] = true
 		}
 	}
+	g.defs = make(map[storage.DefinitionRef]bool)
+	if defs {
+		rows, err := br.Query()
+		if err != nil {
+			return err
+		}
+		live, err := collect(rows, func(r pgx.Rows) (storage.DefinitionRef, error) {
+			var d storage.DefinitionRef
+			err := r.Scan(&d.Name, &d.Version)
+			return d, err
+		})
+		if err != nil {
+			return err
+		}
+		for _, d := range live {
+			g.defs[d] = true
+		}
+	}
 	if keyLocks {
 		if _, err := br.Exec(); err != nil {
 			return err
@@ -486,6 +520,7 @@ func (g *group) planAll() {
 		streams:  make(map[string]storage.StreamInfo, len(g.streams)),
 		keys:     make(map[[2]string]storage.IdempotencyKey, len(g.keys)),
 		topics:   g.topics,
+		defs:     g.defs,
 	}
 	for p, row := range g.parts {
 		v.heads[p], v.msgHeads[p] = row.head, row.msgHead

@@ -147,6 +147,9 @@ func (tx *wtx) commit(p *storage.CommitParams) (*storage.CommitResult, error) {
 			return nil, fmt.Errorf("sqlite: commit: set position of consumer %q: %w", c.Consumer, err)
 		}
 	}
+	if err := tx.checkDefinitions(p); err != nil {
+		return nil, err
+	}
 	for i := range p.SagaUpserts {
 		g := &p.SagaUpserts[i]
 		if _, err := s.sagaUpsert.Exec(g.ID, g.Partition, g.Stream, g.Definition, g.DefinitionVersion, g.Status,

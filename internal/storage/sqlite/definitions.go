@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -11,12 +12,26 @@ import (
 )
 
 const (
-	sqlDefinitionGet    = `SELECT name, version, content, hash, created_at FROM definitions WHERE name = ? AND version = ?`
-	sqlDefinitionLatest = `SELECT name, version, content, hash, created_at FROM definitions WHERE name = ? ORDER BY version DESC LIMIT 1`
-	sqlDefinitionInsert = `INSERT INTO definitions (name, version, content, hash, created_at) VALUES (?, ?, ?, ?, ?)`
-	sqlDefinitionList   = `SELECT name, version, content, hash, created_at FROM definitions
-		WHERE (?1 = '' OR name = ?1) AND (name > ?2 OR (name = ?2 AND version > ?3))
+	definitionColumns   = `name, version, content, hash, created_at, disabled`
+	sqlDefinitionGet    = `SELECT ` + definitionColumns + ` FROM definitions WHERE name = ? AND version = ? AND NOT deleted`
+	sqlDefinitionLatest = `SELECT ` + definitionColumns + ` FROM definitions WHERE name = ? AND NOT deleted AND NOT disabled
+		ORDER BY version DESC LIMIT 1`
+	sqlDefinitionList = `SELECT ` + definitionColumns + ` FROM definitions
+		WHERE (?1 = '' OR name = ?1) AND (name > ?2 OR (name = ?2 AND version > ?3)) AND NOT deleted
 		ORDER BY name, version LIMIT ?4`
+	// sqlDefinitionAny reads a version, deleted or not, for DefinitionPut.
+	sqlDefinitionAny = `SELECT hash, deleted FROM definitions WHERE name = ? AND version = ?`
+	// A deleted version (checked to have the same hash) is revived in place.
+	sqlDefinitionInsert = `INSERT INTO definitions (name, version, content, hash, created_at) VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT (name, version) DO UPDATE SET content = excluded.content, created_at = excluded.created_at,
+			disabled = 0, deleted = 0
+		WHERE definitions.deleted AND definitions.hash = excluded.hash`
+	sqlDefinitionSetDisabled = `UPDATE definitions SET disabled = ? WHERE name = ? AND version = ? AND NOT deleted`
+	sqlDefinitionDelete      = `UPDATE definitions SET deleted = 1, disabled = 0, content = x'' WHERE name = ? AND version = ? AND NOT deleted`
+	// ?3 is a JSON array of the terminal statuses that count too.
+	sqlDefinitionUsers = `SELECT count(*) FROM sagas WHERE definition = ?1 AND definition_version = ?2
+		AND (terminal = 0 OR status IN (SELECT value FROM json_each(?3)))`
+	sqlDefinitionLive = `SELECT count(*) FROM definitions WHERE name = ? AND version = ? AND NOT deleted`
 )
 
 // DefinitionPut registers a definition version; see storage.Driver.
@@ -39,14 +54,23 @@ func (d *Driver) DefinitionPut(ctx context.Context, def *storage.Definition) (st
 	var stored storage.Definition
 	var created bool
 	err := d.w.exec(ctx, func(tx *wtx) error {
-		cur, err := scanDefinition(tx.s.definitionGet.QueryRow(def.Name, def.Version))
+		var hash string
+		var deleted bool
+		err := tx.s.definitionAny.QueryRow(def.Name, def.Version).Scan(&hash, &deleted)
 		switch {
-		case err == nil && cur.Hash == def.Hash && bytes.Equal(cur.Content, def.Content):
+		case err == nil && hash != def.Hash:
+			return fmt.Errorf("sqlite: definition %s version %d: %w", def.Name, def.Version, storage.ErrDefinitionConflict)
+		case err == nil && !deleted:
+			cur, err := scanDefinition(tx.s.definitionGet.QueryRow(def.Name, def.Version))
+			if err != nil {
+				return fmt.Errorf("sqlite: definition put %s version %d: %w", def.Name, def.Version, err)
+			}
+			if !bytes.Equal(cur.Content, def.Content) {
+				return fmt.Errorf("sqlite: definition %s version %d: %w", def.Name, def.Version, storage.ErrDefinitionConflict)
+			}
 			stored, created = cur, false
 			return nil
-		case err == nil:
-			return fmt.Errorf("sqlite: definition %s version %d: %w", def.Name, def.Version, storage.ErrDefinitionConflict)
-		case !errors.Is(err, sql.ErrNoRows):
+		case err != nil && !errors.Is(err, sql.ErrNoRows):
 			return fmt.Errorf("sqlite: definition put %s version %d: %w", def.Name, def.Version, err)
 		}
 		content := def.Content
@@ -64,6 +88,86 @@ func (d *Driver) DefinitionPut(ctx context.Context, def *storage.Definition) (st
 		return storage.Definition{}, false, err
 	}
 	return stored, created, nil
+}
+
+// DefinitionSetDisabled disables or enables a version; see storage.Driver.
+func (d *Driver) DefinitionSetDisabled(ctx context.Context, params *storage.DefinitionSetDisabledParams) (storage.Definition, error) {
+	if params == nil {
+		return storage.Definition{}, fmt.Errorf("sqlite: definition set disabled: %w: nil params", storage.ErrInvalid)
+	}
+	if err := params.Validate(); err != nil {
+		return storage.Definition{}, fmt.Errorf("sqlite: definition set disabled: %w", err)
+	}
+	var stored storage.Definition
+	err := d.w.exec(ctx, func(tx *wtx) error {
+		r, err := tx.conn.ExecContext(ctx, sqlDefinitionSetDisabled, boolInt(params.Disabled), params.Name, params.Version)
+		if err != nil {
+			return fmt.Errorf("sqlite: definition set disabled %s version %d: %w", params.Name, params.Version, err)
+		}
+		if n, err := r.RowsAffected(); err != nil || n == 0 {
+			return fmt.Errorf("sqlite: definition %s version %d: %w", params.Name, params.Version, storage.ErrNotFound)
+		}
+		stored, err = scanDefinition(tx.s.definitionGet.QueryRow(params.Name, params.Version))
+		if err != nil {
+			return fmt.Errorf("sqlite: definition set disabled %s version %d: %w", params.Name, params.Version, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return storage.Definition{}, err
+	}
+	return stored, nil
+}
+
+// DefinitionDelete deletes a version no unfinished saga runs on; see
+// storage.Driver. The count and the delete run in one write transaction,
+// and so does every Commit's check of its definitions: SQLite's single
+// writer serializes them.
+func (d *Driver) DefinitionDelete(ctx context.Context, params *storage.DefinitionDeleteParams) error {
+	if params == nil {
+		return fmt.Errorf("sqlite: definition delete: %w: nil params", storage.ErrInvalid)
+	}
+	if err := params.Validate(); err != nil {
+		return fmt.Errorf("sqlite: definition delete: %w", err)
+	}
+	return d.w.exec(ctx, func(tx *wtx) error {
+		var live, users int
+		if err := tx.s.definitionLive.QueryRow(params.Name, params.Version).Scan(&live); err != nil {
+			return fmt.Errorf("sqlite: definition delete %s version %d: %w", params.Name, params.Version, err)
+		}
+		if live == 0 {
+			return fmt.Errorf("sqlite: definition %s version %d: %w", params.Name, params.Version, storage.ErrNotFound)
+		}
+		statuses, err := json.Marshal(append([]string{}, params.InUseStatuses...))
+		if err != nil {
+			return fmt.Errorf("sqlite: definition delete: %w", err)
+		}
+		if err := tx.conn.QueryRowContext(ctx, sqlDefinitionUsers, params.Name, params.Version, string(statuses)).Scan(&users); err != nil {
+			return fmt.Errorf("sqlite: definition delete %s version %d: %w", params.Name, params.Version, err)
+		}
+		if users > 0 {
+			return &storage.DefinitionInUseError{Name: params.Name, Version: params.Version, Sagas: users}
+		}
+		if _, err := tx.conn.ExecContext(ctx, sqlDefinitionDelete, params.Name, params.Version); err != nil {
+			return fmt.Errorf("sqlite: definition delete %s version %d: %w", params.Name, params.Version, err)
+		}
+		return nil
+	})
+}
+
+// checkDefinitions fails a commit that starts a saga on a definition version
+// that is absent or deleted.
+func (tx *wtx) checkDefinitions(p *storage.CommitParams) error {
+	for _, ref := range p.Definitions {
+		var n int
+		if err := tx.s.definitionLive.QueryRow(ref.Name, ref.Version).Scan(&n); err != nil {
+			return fmt.Errorf("sqlite: commit: read definition %s version %d: %w", ref.Name, ref.Version, err)
+		}
+		if n == 0 {
+			return fmt.Errorf("sqlite: commit: definition %s version %d: %w", ref.Name, ref.Version, storage.ErrDefinitionDeleted)
+		}
+	}
+	return nil
 }
 
 // DefinitionGet returns a definition version; version 0 is the latest.
@@ -120,7 +224,7 @@ func (d *Driver) DefinitionList(ctx context.Context, params *storage.DefinitionL
 func scanDefinition(row rowScanner) (storage.Definition, error) {
 	var def storage.Definition
 	var created int64
-	if err := row.Scan(&def.Name, &def.Version, &def.Content, &def.Hash, &created); err != nil {
+	if err := row.Scan(&def.Name, &def.Version, &def.Content, &def.Hash, &created, &def.Disabled); err != nil {
 		return storage.Definition{}, err
 	}
 	def.CreatedAt = fromMicros(created)

@@ -26,6 +26,7 @@ type writeStmts struct {
 	streamEventsDelete, streamDelete  *sql.Stmt
 	leaseGet, leaseSet                *sql.Stmt
 	definitionGet, definitionInsert   *sql.Stmt
+	definitionAny, definitionLive     *sql.Stmt
 
 	topicExists, messageInsert, fanOut           *sql.Stmt
 	sweepDeliveries, messageDelete               *sql.Stmt
@@ -69,6 +70,8 @@ func (s *writeStmts) list() []stmtSQL {
 		{&s.leaseSet, sqlLeaseSet},
 		{&s.definitionGet, sqlDefinitionGet},
 		{&s.definitionInsert, sqlDefinitionInsert},
+		{&s.definitionAny, sqlDefinitionAny},
+		{&s.definitionLive, sqlDefinitionLive},
 		{&s.topicExists, sqlTopicExists},
 		{&s.messageInsert, sqlMessageInsert},
 		{&s.fanOut, sqlFanOut},
