@@ -490,7 +490,9 @@ func TestBusExpiredClaim(t *testing.T) {
 	b.busTopic(t, "t", "g", nil)
 	res := b.publish(t, "t", map[string]any{"key": "k", "payload": 1}, map[string]any{"key": "k", "payload": 2})
 
-	d := b.receive(t, "t", "g", map[string]any{"max": 10, "visibility": "100ms"})
+	// The claim outlasts the backlog check on a busy machine; the receive
+	// after it waits for the claim to expire, with a last guard.
+	d := b.receive(t, "t", "g", map[string]any{"max": 10, "visibility": "3s"})
 	if len(d) != 1 || d[0].ID != res[0].ID {
 		t.Fatalf("first receive %+v", d)
 	}
@@ -505,7 +507,7 @@ func TestBusExpiredClaim(t *testing.T) {
 		t.Fatalf("backlog %s", r.body)
 	}
 
-	again := b.receive(t, "t", "g", map[string]any{"max": 10, "wait": "5s"})
+	again := b.receive(t, "t", "g", map[string]any{"max": 10, "wait": "60s"})
 	if len(again) != 1 || again[0].ID != res[0].ID || again[0].Attempt != 2 || len(again[0].History) != 1 ||
 		again[0].History[0].Outcome != "expired" || again[0].Receipt == d[0].Receipt {
 		t.Fatalf("after the claim expired: %+v", again)

@@ -72,14 +72,16 @@ func TestKeyOrderAndNack(t *testing.T) {
 				ack(t, b, "t", "g", d)
 			}
 		}
-		// A nack keeps a/1 first: a/2 still waits.
-		if err := b.Nack(context.Background(), "t", "g", a1.Receipt, "db down", 50*time.Millisecond, false); err != nil {
+		// A nack keeps a/1 first: a/2 still waits. The delay outlasts the
+		// receive that checks it on a busy machine; the receive after it
+		// waits for the redelivery, with a last guard.
+		if err := b.Nack(context.Background(), "t", "g", a1.Receipt, "db down", 3*time.Second, false); err != nil {
 			t.Fatalf("nack: %v", err)
 		}
 		if ds := receive(t, b, "t", "g", 10, 0); len(ds) != 0 {
 			t.Fatalf("after nack: %v handed out, want nothing until a/1's delay passes", payloads(ds))
 		}
-		ds = receive(t, b, "t", "g", 10, 2*time.Second)
+		ds = receive(t, b, "t", "g", 10, bus.MaxWait)
 		if len(ds) != 1 || string(ds[0].Message.Payload) != "1" || ds[0].Attempt != 2 {
 			t.Fatalf("redelivery = %+v, want a/1 attempt 2", ds)
 		}
