@@ -66,7 +66,7 @@ func setup(t testing.TB, opts ...setupOpts) *testBundle {
 	// The engine wakes the bus's waiting receivers after a publish.
 	var b *bus.Bus
 	eng, err := engine.New(engine.Config{
-		Store: store, Logger: quietLogger(), LeaseTTL: 2 * time.Second,
+		Store: store, Logger: quietLogger(), LeaseTTL: time.Minute, // no test here is about lease expiry; a busy machine must not lose leases
 		TaskPollInterval: 20 * time.Millisecond, OnPublish: func(topic string) {
 			if b != nil {
 				b.Notify(topic)

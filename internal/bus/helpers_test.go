@@ -64,7 +64,7 @@ type node struct {
 func startNode(t *testing.T, s store, mod func(*bus.Config)) *node {
 	t.Helper()
 	var b *bus.Bus
-	eng, err := engine.New(engine.Config{Store: s, Logger: quiet(), LeaseTTL: 2 * time.Second,
+	eng, err := engine.New(engine.Config{Store: s, Logger: quiet(), LeaseTTL: time.Minute, // no test here is about lease expiry; a busy machine must not lose leases
 		OnPublish: func(topic string) { b.Notify(topic) }})
 	if err != nil {
 		t.Fatalf("new engine: %v", err)

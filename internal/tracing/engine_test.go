@@ -91,7 +91,7 @@ func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard
 // newEngine returns a started engine; stop stops it (also at cleanup).
 func newEngine(t *testing.T, store storage.Driver, tr engine.Tracer, push engine.PushDispatcher) (e *engine.Engine, stop func()) {
 	t.Helper()
-	cfg := engine.Config{Store: store, Logger: quietLogger(), LeaseTTL: 2 * time.Second,
+	cfg := engine.Config{Store: store, Logger: quietLogger(), LeaseTTL: time.Minute, // no test here is about lease expiry; a busy machine must not lose leases
 		TaskPollInterval: 20 * time.Millisecond, Push: push}
 	if tr != nil {
 		cfg.Tracer = tr
