@@ -48,6 +48,8 @@ Every flag can also be set with the environment variable shown beside it.`,
 	f.DurationVar(&cfg.PushBreakerOpen, "push-breaker-open", cfg.PushBreakerOpen, "how long an open breaker rejects calls before a half-open probe")
 	f.IntVar(&cfg.PushBulkhead, "push-bulkhead", cfg.PushBulkhead, "concurrent calls per endpoint at most (bulkhead)")
 	f.DurationVar(&cfg.PushBulkheadWait, "push-bulkhead-wait", cfg.PushBulkheadWait, "how long a call waits for a bulkhead slot")
+	f.StringSliceVar(&cfg.AllowedHosts, "allowed-hosts", cfg.AllowedHosts, "host names the API answers to besides localhost, 127.0.0.1 and ::1 (on a loopback --addr those alone by default; elsewhere an empty list allows any); other Host headers get 421")
+	f.StringSliceVar(&cfg.CORSOrigins, "cors-origins", cfg.CORSOrigins, `web origins browsers may call the API from, like https://ops.example.com, or "*" (default none)`)
 	f.StringVar(&cfg.OTLPEndpoint, "otlp-endpoint", cfg.OTLPEndpoint, "OTLP/HTTP collector to export traces to: http(s)://host:port[/path] (path default /v1/traces) or host:port; empty turns tracing off (OTEL_EXPORTER_OTLP_* variables set headers, timeout, compression, certificates)")
 	f.BoolVar(&cfg.OTLPInsecure, "otlp-insecure", cfg.OTLPInsecure, "export to a host:port --otlp-endpoint without TLS")
 	f.Float64Var(&cfg.TraceSampleRatio, "trace-sample-ratio", cfg.TraceSampleRatio, "share of sagas traced, in (0, 1]; decided per saga, so a saga is traced whole or not at all")

@@ -57,6 +57,12 @@ const (
 	TypePayloadTooLarge = problemBase + "payload-too-large"
 	// TypeUnsupportedMediaType: the Content-Type is not one the route reads.
 	TypeUnsupportedMediaType = problemBase + "unsupported-media-type"
+	// TypeMisdirected: the Host header names a host this server does not
+	// answer to (see --allowed-hosts).
+	TypeMisdirected = problemBase + "misdirected-request"
+	// TypeCrossOrigin: a browser sent a state-changing request from a web
+	// origin the server does not allow (see --cors-origins).
+	TypeCrossOrigin = problemBase + "cross-origin"
 	// TypeIdempotencyMismatch: the Idempotency-Key was first used for a
 	// different request.
 	TypeIdempotencyMismatch = problemBase + "idempotency-mismatch"

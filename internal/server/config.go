@@ -65,6 +65,14 @@ type Config struct {
 	// MaxInFlight caps API requests served at once; beyond it the server
 	// answers 503 with Retry-After at once (fail fast). Default 1024.
 	MaxInFlight int
+	// AllowedHosts lists host names (no port) the API answers to besides
+	// the loopback names; a request naming another host is refused with
+	// 421. On a loopback Addr the loopback names are always allowed; on
+	// another address an empty list allows every name. Default empty.
+	AllowedHosts []string
+	// CORSOrigins lists the web origins (scheme://host[:port], or "*")
+	// browsers may call the API from. Default none.
+	CORSOrigins []string
 	// OTLPEndpoint is the OTLP/HTTP collector spans are exported to: a URL
 	// (http://host:4318; the path defaults to /v1/traces) or host:port
 	// (TLS unless OTLPInsecure). Default empty: tracing off.
@@ -150,6 +158,16 @@ func (c *Config) Validate() error {
 	}
 	if c.PushBreakerOpen <= 0 || c.PushBulkheadWait < 0 {
 		errs = append(errs, fmt.Errorf("--push-breaker-open must be positive and --push-bulkhead-wait not negative"))
+	}
+	for _, h := range c.AllowedHosts {
+		if h == "" || strings.ContainsAny(h, "/: ") && net.ParseIP(strings.Trim(h, "[]")) == nil {
+			errs = append(errs, fmt.Errorf("--allowed-hosts %q: want a host name or IP address without port", h))
+		}
+	}
+	for _, o := range c.CORSOrigins {
+		if u, err := url.Parse(o); o != "*" && (err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || strings.Trim(u.Path, "/") != "") {
+			errs = append(errs, fmt.Errorf("--cors-origins %q: want scheme://host[:port] or *", o))
+		}
 	}
 	if c.OTLPEndpoint != "" {
 		if _, err := otlpOptions(c.OTLPEndpoint, c.OTLPInsecure); err != nil {

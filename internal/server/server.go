@@ -153,6 +153,8 @@ func Run(ctx context.Context, cfg Config) error {
 		Logger:       log,
 		MaxBodyBytes: cfg.MaxBodyBytes,
 		MaxInFlight:  cfg.MaxInFlight,
+		Hosts:        api.Hosts(cfg.Addr, cfg.AllowedHosts),
+		CORSOrigins:  cfg.CORSOrigins,
 		Breakers:     func() any { return map[string]any{"breakers": push.Breakers()} },
 		Gatherer:     reg,
 		Readiness: map[string]api.ReadinessCheck{
@@ -168,11 +170,7 @@ func Run(ctx context.Context, cfg Config) error {
 			},
 		},
 	})
-	srv := &http.Server{
-		Handler:           handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+	srv := newHTTPServer(handler, log)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	log.Info("accord server listening", "addr", ln.Addr().String(), "url", "http://"+ln.Addr().String())
@@ -191,6 +189,22 @@ func Run(ctx context.Context, cfg Config) error {
 	<-serveErr
 	log.Info("stopped")
 	return nil
+}
+
+// newHTTPServer returns the API's HTTP server. Its timeouts bound what a
+// client can hold: headers must arrive within 10s, a keep-alive connection
+// idle for 2 minutes is closed, and a request that is not an API call
+// (metrics) has a minute to be read and two to be answered. The API sets
+// each request's deadlines itself (a long poll or watch outlasts these).
+func newHTTPServer(handler http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       time.Minute,
+		WriteTimeout:      2 * time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
 }
 
 func newLogger(cfg Config) *slog.Logger {
