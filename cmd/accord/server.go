@@ -1,14 +1,51 @@
 package main
 
 import (
+	"fmt"
+	"os"
+	"strings"
+
 	"github.com/spf13/cobra"
 
+	"github.com/accord-saga/accord/internal/redact"
 	"github.com/accord-saga/accord/internal/server"
 )
+
+// secretFile is a --X-file flag: the value of --X, read from a file (a
+// mounted secret) so that it is not on the command line or in the
+// environment.
+type secretFile struct {
+	flag string  // the flag it stands for
+	dst  *string // that flag's value
+	path string
+}
+
+// resolve reads the file, if one is given, into the flag's value.
+func (s *secretFile) resolve() error {
+	if s.path == "" {
+		return nil
+	}
+	if *s.dst != "" {
+		return fmt.Errorf("--%s and --%s-file are both set; give one", s.flag, s.flag)
+	}
+	b, err := os.ReadFile(s.path)
+	if err != nil {
+		return fmt.Errorf("--%s-file: %w", s.flag, err)
+	}
+	*s.dst = strings.TrimRight(string(b), "\r\n")
+	if *s.dst == "" {
+		return fmt.Errorf("--%s-file %s is empty", s.flag, s.path)
+	}
+	return nil
+}
 
 func newServerCommand() *cobra.Command {
 	cfg := server.DefaultConfig()
 	cfg.Version = version
+	secretFiles := []*secretFile{
+		{flag: "database-url", dst: &cfg.DatabaseURL},
+		{flag: "otlp-endpoint", dst: &cfg.OTLPEndpoint},
+	}
 	cmd := &cobra.Command{
 		Use:   "server",
 		Short: "Run the Accord server",
@@ -18,16 +55,27 @@ By default it keeps everything in an embedded SQLite store under --data.
 With --database-url it uses PostgreSQL instead, and several servers may
 share one database, splitting its partitions between them.
 
-Every flag can also be set with the environment variable shown beside it.`,
+Every flag can also be set with the environment variable shown beside it.
+Secrets can be read from files: --database-url-file and --otlp-endpoint-file
+(ACCORD_DATABASE_URL_FILE, ACCORD_OTLP_ENDPOINT_FILE) name a file that holds
+the value. Passwords and API keys are masked in every log line.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := cfg.Validate(); err != nil {
-				return &exitError{code: 2, err: err}
+			for _, sf := range secretFiles {
+				if err := sf.resolve(); err != nil {
+					return &exitError{code: 2, err: err}
+				}
 			}
-			return server.Run(cmd.Context(), cfg)
+			if err := cfg.Validate(); err != nil {
+				return &exitError{code: 2, err: redact.Error(err, cfg.Secrets())}
+			}
+			return redact.Error(server.Run(cmd.Context(), cfg), cfg.Secrets())
 		},
 	}
 	f := cmd.Flags()
+	for _, sf := range secretFiles {
+		f.StringVar(&sf.path, sf.flag+"-file", "", "file that holds --"+sf.flag+", which then stays out of the process list and the environment")
+	}
 	f.StringVar(&cfg.Addr, "addr", cfg.Addr, "HTTP listen address")
 	f.StringVar(&cfg.DataDir, "data", cfg.DataDir, "directory of the embedded store (ignored with --database-url)")
 	f.StringVar(&cfg.DatabaseURL, "database-url", cfg.DatabaseURL, "PostgreSQL URL; empty uses the embedded store")

@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
+	"github.com/accord-saga/accord/internal/redact"
 	"github.com/accord-saga/accord/internal/storage"
 )
 
@@ -129,7 +131,7 @@ func (c *Config) Validate() error {
 	if c.DatabaseURL != "" {
 		u, err := url.Parse(c.DatabaseURL)
 		if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
-			errs = append(errs, fmt.Errorf("--database-url: want postgres://user@host:port/db, got %q", redactURL(c.DatabaseURL)))
+			errs = append(errs, fmt.Errorf("--database-url: want postgres://user@host:port/db, got %q", redact.URL(c.DatabaseURL)))
 		}
 	}
 	if c.Partitions < 1 || c.Partitions > storage.MaxPartitions {
@@ -188,11 +190,18 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// redactURL hides a password in a database URL before it is printed.
-func redactURL(s string) string {
-	u, err := url.Parse(s)
-	if err != nil {
-		return "(unparsable URL)"
+// Secrets returns the secret values the configuration holds: the database
+// password, secret parameters of the database and OTLP URLs, and the OTLP
+// headers (OTEL_EXPORTER_OTLP_HEADERS, which usually carry an API key).
+// The server's log masks them wherever they appear.
+func (c *Config) Secrets() []string {
+	out := append(redact.Secrets(c.DatabaseURL), redact.Secrets(c.OTLPEndpoint)...)
+	for _, name := range []string{"OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS"} {
+		for _, kv := range strings.Split(os.Getenv(name), ",") {
+			if _, v, ok := strings.Cut(kv, "="); ok && len(strings.TrimSpace(v)) >= 3 {
+				out = append(out, strings.TrimSpace(v))
+			}
+		}
 	}
-	return u.Redacted()
+	return out
 }

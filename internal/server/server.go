@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,6 +17,7 @@ import (
 	"github.com/accord-saga/accord/internal/bus"
 	"github.com/accord-saga/accord/internal/dispatch"
 	"github.com/accord-saga/accord/internal/engine"
+	"github.com/accord-saga/accord/internal/redact"
 )
 
 // Run serves until ctx is cancelled, then shuts down gracefully.
@@ -86,11 +86,7 @@ func Run(ctx context.Context, cfg Config) error {
 				log.Warn("stop tracing", "err", err)
 			}
 		}()
-		endpoint := cfg.OTLPEndpoint
-		if strings.Contains(endpoint, "://") {
-			endpoint = redactURL(endpoint)
-		}
-		log.Info("tracing on", "otlp_endpoint", endpoint, "sample_ratio", cfg.TraceSampleRatio)
+		log.Info("tracing on", "otlp_endpoint", redact.URL(cfg.OTLPEndpoint), "sample_ratio", cfg.TraceSampleRatio)
 	}
 	// The engine tells the bus when a commit published to a topic, so that
 	// waiting receivers wake at once; the bus publishes through the engine.
@@ -211,8 +207,9 @@ func newLogger(cfg Config) *slog.Logger {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(cfg.LogLevel)) // validated in Config.Validate
 	opts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler = slog.NewTextHandler(os.Stderr, opts)
 	if cfg.LogFormat == "json" {
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+		h = slog.NewJSONHandler(os.Stderr, opts)
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+	return slog.New(redact.NewHandler(h, cfg.Secrets()))
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/accord-saga/accord/internal/redact"
 	"github.com/accord-saga/accord/internal/storage"
 	"github.com/accord-saga/accord/internal/storage/postgres"
 	"github.com/accord-saga/accord/internal/storage/sqlite"
@@ -26,7 +27,7 @@ func OpenStore(ctx context.Context, cfg Config) (storage.Driver, error) {
 			Partitions: cfg.Partitions,
 		})
 		if err != nil {
-			return nil, fmt.Errorf("open PostgreSQL store %s: %w", redactURL(cfg.DatabaseURL), err)
+			return nil, fmt.Errorf("open PostgreSQL store %s: %w", redact.URL(cfg.DatabaseURL), err)
 		}
 		return d, nil
 	}
