@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -158,6 +159,10 @@ func TestSecretsStayOutOfLogs(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("the log lacks %q:\n%s", want, out)
 		}
+	}
+	// The startup log says where the data lives, and which version runs.
+	if !regexp.MustCompile(`msg="store open" database="?postgres://\S+ schema=` + schema + ` .* version=\S+`).MatchString(out) {
+		t.Errorf("the startup log does not name the database, its schema and the version:\n%s", out)
 	}
 	checkClean(t, "the log", out)
 	checkClean(t, "the API", answers.String())

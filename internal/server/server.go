@@ -33,7 +33,8 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}()
 	info := store.Info()
-	log.Info("store open", "backend", info.Backend, "partitions", info.Partitions, "schema_version", info.SchemaVersion)
+	log.Info("store open", append(dataLocation(cfg), "backend", info.Backend, "partitions", info.Partitions,
+		"schema_version", info.SchemaVersion, "version", cfg.Version)...)
 
 	nodeID := cfg.NodeID
 	if nodeID == "" {

@@ -54,3 +54,17 @@ func OpenStore(ctx context.Context, cfg Config) (storage.Driver, error) {
 	}
 	return d, nil
 }
+
+// dataLocation says where the data lives, for the startup log: the
+// directory of the embedded store, or the database (password masked) and
+// schema.
+func dataLocation(cfg Config) []any {
+	if cfg.DatabaseURL != "" {
+		return []any{"database", redact.URL(cfg.DatabaseURL), "schema", cfg.DatabaseSchema}
+	}
+	dir, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		dir = cfg.DataDir
+	}
+	return []any{"data", dir}
+}
