@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -72,7 +73,7 @@ completed, 6 if it ended otherwise.`,
 			}
 			s, err := c.WaitSaga(cmd.Context(), res.ID)
 			if err != nil {
-				return apiErr(err)
+				return waitErr(cmd.Context(), res.ID, apiErr(err))
 			}
 			if err := printSaga(out, flags.output, s); err != nil {
 				return err
@@ -347,4 +348,19 @@ func watchLine(st client.SagaStatus) string {
 		}
 	}
 	return fmt.Sprintf("%-14s %s", st.Status, strings.Join(parts, " "))
+}
+
+// waitErr says which saga a wait that ended early (interrupted, server gone)
+// was for, and how to follow it: the saga goes on running without us.
+func waitErr(ctx context.Context, id string, err error) error {
+	follow := "follow it with: accord saga watch " + id
+	if ctx.Err() != nil {
+		return &exitError{code: codeError, err: fmt.Errorf("stopped waiting for saga %s, which goes on running; %s", id, follow)}
+	}
+	code := codeError
+	var ee *exitError
+	if errors.As(err, &ee) {
+		code, err = ee.code, ee.err
+	}
+	return &exitError{code: code, err: fmt.Errorf("saga %s started, but waiting for it failed (%w); %s", id, err, follow)}
 }

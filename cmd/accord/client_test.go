@@ -25,14 +25,19 @@ func cli(t *testing.T, server string, args ...string) (int, string) {
 // cliIn is cli with stdin as the command's standard input.
 func cliIn(t *testing.T, server, stdin string, args ...string) (int, string) {
 	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return cliCtx(ctx, server, stdin, args...)
+}
+
+// cliCtx is cliIn under ctx, which stands for the signals main listens to.
+func cliCtx(ctx context.Context, server, stdin string, args ...string) (int, string) {
 	root := newRootCommand()
 	var out bytes.Buffer
 	root.SetOut(&out)
 	root.SetErr(&out)
 	root.SetIn(strings.NewReader(stdin))
 	root.SetArgs(append(args, "--server", server))
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return 0, out.String()
@@ -259,6 +264,33 @@ func TestCLIWaitAndWatch(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	if len(lines) < 3 || !strings.Contains(lines[0], "running") || !strings.Contains(out, "compensated") {
 		t.Fatalf("watch:\n%s", out)
+	}
+}
+
+// TestCLIWaitInterrupted checks that start --wait, interrupted while the
+// saga runs, says which saga it started and how to follow it.
+func TestCLIWaitInterrupted(t *testing.T) {
+	t.Parallel()
+	s := sdktest.NewServer(t)
+	s.Register(t, cliOrderDef)
+	ctx, interrupt := context.WithCancel(context.Background())
+	defer interrupt()
+	go func() {
+		// The saga's first task is out: the command waits now.
+		_, _ = s.Client.Poll(ctx, "stock", client.PollOptions{Wait: 20 * time.Second})
+		interrupt()
+	}()
+	code, out := cliCtx(ctx, s.URL, "", "saga", "start", "order", "--wait")
+	if code == 0 {
+		t.Fatalf("exit 0 after an interrupt:\n%s", out)
+	}
+	list, err := s.Client.ListSagas(context.Background(), client.ListOptions{})
+	if err != nil || len(list.Items) != 1 {
+		t.Fatalf("list: %v %v", list, err)
+	}
+	id := list.Items[0].ID
+	if !strings.Contains(out, id) || !strings.Contains(out, "accord saga watch "+id) || strings.Contains(out, "context canceled") {
+		t.Fatalf("the interrupted wait does not say which saga it started (%s) and how to follow it:\n%s", id, out)
 	}
 }
 

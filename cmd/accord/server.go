@@ -1,14 +1,51 @@
 package main
 
 import (
+	"fmt"
+	"os"
+	"strings"
+
 	"github.com/spf13/cobra"
 
+	"github.com/accord-saga/accord/internal/redact"
 	"github.com/accord-saga/accord/internal/server"
 )
+
+// secretFile is a --X-file flag: the value of --X, read from a file (a
+// mounted secret) so that it is not on the command line or in the
+// environment.
+type secretFile struct {
+	flag string  // the flag it stands for
+	dst  *string // that flag's value
+	path string
+}
+
+// resolve reads the file, if one is given, into the flag's value.
+func (s *secretFile) resolve() error {
+	if s.path == "" {
+		return nil
+	}
+	if *s.dst != "" {
+		return fmt.Errorf("--%s and --%s-file are both set; give one", s.flag, s.flag)
+	}
+	b, err := os.ReadFile(s.path)
+	if err != nil {
+		return fmt.Errorf("--%s-file: %w", s.flag, err)
+	}
+	*s.dst = strings.TrimRight(string(b), "\r\n")
+	if *s.dst == "" {
+		return fmt.Errorf("--%s-file %s is empty", s.flag, s.path)
+	}
+	return nil
+}
 
 func newServerCommand() *cobra.Command {
 	cfg := server.DefaultConfig()
 	cfg.Version = version
+	secretFiles := []*secretFile{
+		{flag: "database-url", dst: &cfg.DatabaseURL},
+		{flag: "otlp-endpoint", dst: &cfg.OTLPEndpoint},
+	}
 	cmd := &cobra.Command{
 		Use:   "server",
 		Short: "Run the Accord server",
@@ -18,16 +55,27 @@ By default it keeps everything in an embedded SQLite store under --data.
 With --database-url it uses PostgreSQL instead, and several servers may
 share one database, splitting its partitions between them.
 
-Every flag can also be set with the environment variable shown beside it.`,
+Every flag can also be set with the environment variable shown beside it.
+Secrets can be read from files: --database-url-file and --otlp-endpoint-file
+(ACCORD_DATABASE_URL_FILE, ACCORD_OTLP_ENDPOINT_FILE) name a file that holds
+the value. Passwords and API keys are masked in every log line.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := cfg.Validate(); err != nil {
-				return &exitError{code: 2, err: err}
+			for _, sf := range secretFiles {
+				if err := sf.resolve(); err != nil {
+					return &exitError{code: 2, err: err}
+				}
 			}
-			return server.Run(cmd.Context(), cfg)
+			if err := cfg.Validate(); err != nil {
+				return &exitError{code: 2, err: redact.Error(err, cfg.Secrets())}
+			}
+			return redact.Error(server.Run(cmd.Context(), cfg), cfg.Secrets())
 		},
 	}
 	f := cmd.Flags()
+	for _, sf := range secretFiles {
+		f.StringVar(&sf.path, sf.flag+"-file", "", "file that holds --"+sf.flag+", which then stays out of the process list and the environment")
+	}
 	f.StringVar(&cfg.Addr, "addr", cfg.Addr, "HTTP listen address")
 	f.StringVar(&cfg.DataDir, "data", cfg.DataDir, "directory of the embedded store (ignored with --database-url)")
 	f.StringVar(&cfg.DatabaseURL, "database-url", cfg.DatabaseURL, "PostgreSQL URL; empty uses the embedded store")
@@ -48,6 +96,8 @@ Every flag can also be set with the environment variable shown beside it.`,
 	f.DurationVar(&cfg.PushBreakerOpen, "push-breaker-open", cfg.PushBreakerOpen, "how long an open breaker rejects calls before a half-open probe")
 	f.IntVar(&cfg.PushBulkhead, "push-bulkhead", cfg.PushBulkhead, "concurrent calls per endpoint at most (bulkhead)")
 	f.DurationVar(&cfg.PushBulkheadWait, "push-bulkhead-wait", cfg.PushBulkheadWait, "how long a call waits for a bulkhead slot")
+	f.StringSliceVar(&cfg.AllowedHosts, "allowed-hosts", cfg.AllowedHosts, "host names the API answers to besides localhost, 127.0.0.1 and ::1 (on a loopback --addr those alone by default; elsewhere an empty list allows any); other Host headers get 421")
+	f.StringSliceVar(&cfg.CORSOrigins, "cors-origins", cfg.CORSOrigins, `web origins browsers may call the API from, like https://ops.example.com, or "*" (default none)`)
 	f.StringVar(&cfg.OTLPEndpoint, "otlp-endpoint", cfg.OTLPEndpoint, "OTLP/HTTP collector to export traces to: http(s)://host:port[/path] (path default /v1/traces) or host:port; empty turns tracing off (OTEL_EXPORTER_OTLP_* variables set headers, timeout, compression, certificates)")
 	f.BoolVar(&cfg.OTLPInsecure, "otlp-insecure", cfg.OTLPInsecure, "export to a host:port --otlp-endpoint without TLS")
 	f.Float64Var(&cfg.TraceSampleRatio, "trace-sample-ratio", cfg.TraceSampleRatio, "share of sagas traced, in (0, 1]; decided per saga, so a saga is traced whole or not at all")

@@ -62,6 +62,20 @@ type Config struct {
 	// RequestTimeout bounds a /v1 request other than a long poll. Default
 	// 30s.
 	RequestTimeout time.Duration
+	// BodyTimeout bounds the arrival of a request body, which is read
+	// before the request takes an in-flight slot; a slower body is a 408.
+	// Default 30s.
+	BodyTimeout time.Duration
+	// Hosts, if set, lists the host names (no port) requests may name in
+	// their Host header; a request naming another is refused with 421,
+	// which stops DNS rebinding. Health probes are exempt. Hosts returns
+	// the list for a listen address. Default empty: any host.
+	Hosts []string
+	// CORSOrigins lists the web origins (scheme://host[:port], or "*")
+	// that browsers may call the API from. A state-changing request
+	// carrying an Origin header that is neither listed nor the server's own
+	// is refused with 403. Default none.
+	CORSOrigins []string
 	// Breakers, if set, returns a JSON-able snapshot of the push circuit
 	// breakers, served at GET /v1/breakers.
 	Breakers func() any
@@ -73,6 +87,7 @@ const (
 	DefaultMaxInFlight    = 1024
 	DefaultMaxLongPolls   = 4096
 	DefaultRequestTimeout = 30 * time.Second
+	DefaultBodyTimeout    = 30 * time.Second
 )
 
 // logLevelUnavailable is the level of a request that failed for a reason
@@ -104,6 +119,7 @@ func New(cfg Config) http.Handler {
 	cfg.MaxInFlight = cmp.Or(cfg.MaxInFlight, DefaultMaxInFlight)
 	cfg.MaxLongPolls = cmp.Or(cfg.MaxLongPolls, DefaultMaxLongPolls)
 	cfg.RequestTimeout = cmp.Or(cfg.RequestTimeout, DefaultRequestTimeout)
+	cfg.BodyTimeout = cmp.Or(cfg.BodyTimeout, DefaultBodyTimeout)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -172,10 +188,12 @@ func (a *recordingAdapter) Handle(op *huma.Operation, handler func(huma.Context)
 }
 
 // operation fills the fields every operation shares: the body limit (huma
-// refuses a body of exactly its limit, hence the +1) and the documented
-// errors.
+// refuses a body of exactly its limit, hence the +1), no body read timeout
+// (the middleware has read the body already; huma's would be left on the
+// connection and end a long poll early) and the documented errors.
 func (s *server) operation(op huma.Operation, errs ...int) huma.Operation {
 	op.MaxBodyBytes = s.cfg.MaxBodyBytes + 1
+	op.BodyReadTimeout = -1
 	op.Errors = append(op.Errors, errs...)
 	op.Errors = append(op.Errors, http.StatusServiceUnavailable)
 	return op

@@ -388,13 +388,13 @@ func (s *server) busProblem(ctx context.Context, err error, query []string) *Pro
 		return newProblem(http.StatusUnprocessableEntity, TypeValidation, loc+": "+ie.Reason,
 			ProblemDetail{Location: loc, Message: ie.Reason})
 	case errors.Is(err, bus.ErrTopicNotFound):
-		return newProblem(http.StatusNotFound, TypeTopicNotFound, strings.TrimPrefix(err.Error(), "bus: "),
+		return newProblem(http.StatusNotFound, TypeTopicNotFound, userText(err),
 			ProblemDetail{Location: "path.topic", Message: "no such topic"})
 	case errors.Is(err, bus.ErrGroupNotFound):
-		return newProblem(http.StatusNotFound, TypeGroupNotFound, strings.TrimPrefix(err.Error(), "bus: "),
+		return newProblem(http.StatusNotFound, TypeGroupNotFound, userText(err),
 			ProblemDetail{Location: "path.group", Message: "no such consumer group"})
 	case errors.Is(err, bus.ErrGroupExists):
-		return newProblem(http.StatusConflict, TypeGroupExists, strings.TrimPrefix(err.Error(), "bus: "),
+		return newProblem(http.StatusConflict, TypeGroupExists, userText(err),
 			ProblemDetail{Location: "body", Message: "the group exists with another configuration"})
 	case errors.Is(err, bus.ErrReceiptLost):
 		return newProblem(http.StatusConflict, TypeReceiptLost,

@@ -12,6 +12,7 @@ import (
 	"github.com/danielgtaylor/huma/v2"
 
 	"github.com/accord-saga/accord/internal/bus"
+	"github.com/accord-saga/accord/internal/redact"
 	"github.com/accord-saga/accord/internal/storage"
 )
 
@@ -420,7 +421,7 @@ func groupConfigFrom(c bus.GroupConfig) GroupConfig {
 		out.Backoff = &BackoffConfig{Initial: durationText(c.Backoff.Initial), Max: durationText(c.Backoff.Max)}
 	}
 	if w := c.Webhook; w != nil {
-		out.Webhook = &WebhookConfig{URL: w.URL, Timeout: durationText(w.Timeout), Concurrency: w.Concurrency}
+		out.Webhook = &WebhookConfig{URL: redact.URL(w.URL), Timeout: durationText(w.Timeout), Concurrency: w.Concurrency}
 	}
 	if t := c.StartSaga; t != nil {
 		out.StartSaga = &TriggerConfig{Definition: t.Definition, Version: t.Version}

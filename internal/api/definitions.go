@@ -45,7 +45,7 @@ type DefinitionList struct {
 }
 
 type registerDefinitionInput struct {
-	ContentType string `header:"Content-Type" doc:"application/json, application/yaml or text/yaml; absent: guessed from the body."`
+	ContentType string `header:"Content-Type" doc:"application/json, application/yaml or text/yaml; required with a body."`
 	IfMatch     string `header:"If-Match" doc:"ETag of the name's latest version, as last read: the registration fails with 412 if another version was registered since."`
 	RawBody     []byte
 }

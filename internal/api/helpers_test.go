@@ -172,9 +172,15 @@ func (b *testBundle) do(t testing.TB, method, path string, body any, headers ...
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Set(headers[i], headers[i+1])
 	}
+	return b.send(t, req)
+}
+
+// send sends req to the test server and reads the answer.
+func (b *testBundle) send(t testing.TB, req *http.Request) *response {
+	t.Helper()
 	res, err := b.srv.Client().Do(req)
 	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
+		t.Fatalf("%s %s: %v", req.Method, req.URL.Path, err)
 	}
 	defer res.Body.Close()
 	data, err := io.ReadAll(res.Body)

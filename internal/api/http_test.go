@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/accord-saga/accord/internal/api"
 	"github.com/accord-saga/accord/internal/storage"
@@ -159,4 +160,58 @@ func (f *flakyStore) TaskQueueStats(ctx context.Context) ([]storage.QueueStats, 
 		return nil, errDisk
 	}
 	return f.Driver.TaskQueueStats(ctx)
+}
+
+// slowSender starts a request whose body never finishes arriving, and
+// returns once the server has begun to read that body (it asked for it with
+// 100 Continue).
+func slowSender(t *testing.T, b *testBundle) net.Conn {
+	t.Helper()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(b.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	fmt.Fprintf(conn, "POST /v1/sagas HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\nExpect: 100-continue\r\n\r\n")
+	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.StatusCode != http.StatusContinue {
+		t.Fatalf("status %d, want 100 Continue", res.StatusCode)
+	}
+	fmt.Fprintf(conn, `{"definition":`)
+	return conn
+}
+
+// TestSlowBodiesHoldNoSlot checks that requests whose bodies are still
+// arriving do not hold the in-flight slots: with more slow senders than
+// slots, other requests are still served.
+func TestSlowBodiesHoldNoSlot(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{apiConfig: func(c *api.Config) { c.MaxInFlight = 2 }})
+	if _, _, err := b.eng.RegisterDefinition(context.Background(), []byte(orderDef)); err != nil {
+		t.Fatal(err)
+	}
+	for range 6 {
+		slowSender(t, b)
+	}
+	wantStatus(t, b.do(t, http.MethodGet, "/v1/sagas", nil), http.StatusOK)
+	wantStatus(t, b.do(t, http.MethodPost, "/v1/sagas", map[string]any{"definition": "order", "input": map[string]any{}}), http.StatusCreated)
+}
+
+// TestSlowBodyTimesOut checks that a body that does not arrive within the
+// body timeout is answered with 408.
+func TestSlowBodyTimesOut(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{apiConfig: func(c *api.Config) { c.BodyTimeout = 50 * time.Millisecond }})
+	conn := slowSender(t, b)
+	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusRequestTimeout {
+		t.Fatalf("status %d, want 408", res.StatusCode)
+	}
 }

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -12,9 +13,10 @@ import (
 )
 
 // middleware wraps the routes, outermost first: panic recovery, the debug
-// request log, the in-flight limits, the request timeout and gzip. Health,
-// readiness and metrics skip the limits and the timeout, so that probes
-// answer under load.
+// request log, the host and origin checks (origin.go), the media type
+// check, the body read (body.go), the in-flight limits, the request timeout
+// and gzip. Health, readiness and metrics skip the limits and the timeout,
+// so that probes answer under load.
 func (s *server) middleware(next http.Handler) http.Handler {
 	normal := make(chan struct{}, s.cfg.MaxInFlight)
 	long := make(chan struct{}, s.cfg.MaxLongPolls)
@@ -38,16 +40,28 @@ func (s *server) middleware(next http.Handler) http.Handler {
 					slog.Duration("duration", time.Since(began)))
 			}
 		}()
+		if p := s.checkHost(r); p != nil {
+			writeProblem(sw, r, p)
+			return
+		}
+		if s.cors(sw, r) {
+			return
+		}
 		if !strings.HasPrefix(r.URL.Path, "/v1/") {
 			next.ServeHTTP(sw, r)
 			return
 		}
-		if p := badRequestText(r); p != nil {
+		if p := cmp.Or(badRequestText(r), checkMediaType(r)); p != nil {
+			writeProblem(sw, r, p)
+			return
+		}
+		isLong := isLongPoll(r)
+		// The body is read before a slot is taken: see readBody.
+		if p := s.readBody(sw, r, isLong); p != nil {
 			writeProblem(sw, r, p)
 			return
 		}
 		sem := normal
-		isLong := isLongPoll(r)
 		if isLong {
 			sem = long
 		}

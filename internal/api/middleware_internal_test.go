@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"cmp"
 	"compress/gzip"
 	"encoding/json"
 	"io"
@@ -19,6 +20,8 @@ func testServer(cfg Config) *server {
 	if cfg.RequestTimeout == 0 {
 		cfg.RequestTimeout = time.Minute
 	}
+	cfg.BodyTimeout = cmp.Or(cfg.BodyTimeout, time.Minute)
+	cfg.MaxBodyBytes = cmp.Or(cfg.MaxBodyBytes, DefaultMaxBodyBytes)
 	return &server{cfg: cfg, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 }
 

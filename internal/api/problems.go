@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -68,6 +69,12 @@ const (
 	TypePayloadTooLarge = problemBase + "payload-too-large"
 	// TypeUnsupportedMediaType: the Content-Type is not one the route reads.
 	TypeUnsupportedMediaType = problemBase + "unsupported-media-type"
+	// TypeMisdirected: the Host header names a host this server does not
+	// answer to (see --allowed-hosts).
+	TypeMisdirected = problemBase + "misdirected-request"
+	// TypeCrossOrigin: a browser sent a state-changing request from a web
+	// origin the server does not allow (see --cors-origins).
+	TypeCrossOrigin = problemBase + "cross-origin"
 	// TypeIdempotencyMismatch: the Idempotency-Key was first used for a
 	// different request.
 	TypeIdempotencyMismatch = problemBase + "idempotency-mismatch"
@@ -235,15 +242,42 @@ func humaProblem(status int, msg string, errs ...error) huma.StatusError {
 		}
 		details = append(details, d)
 	}
-	detail := msg
-	if len(details) > 0 {
-		first := details[0]
-		detail = msg + ": " + strings.TrimPrefix(first.Location+": "+first.Message, ": ")
-		if len(details) > 1 {
-			detail += fmt.Sprintf(" (and %d more)", len(details)-1)
+	return newProblem(status, typeForStatus(status), summary(msg, details), details...)
+}
+
+// summary is the detail of a problem with field errors: what went wrong,
+// the first field's location and message, and how many more there are.
+// A client that prints the detail and then the fields not in it shows
+// each once.
+func summary(what string, details []ProblemDetail) string {
+	if len(details) == 0 {
+		return what
+	}
+	first := details[0]
+	detail := what + ": " + strings.TrimPrefix(first.Location+": "+first.Message, ": ")
+	if len(details) > 1 {
+		detail += fmt.Sprintf(" (and %d more)", len(details)-1)
+	}
+	return detail
+}
+
+// layerPrefix matches the package prefixes an error gathers on its way up
+// ("engine: ", "sqlite: ", "storage: "): they say where an error passed,
+// which the user of the API does not need.
+var layerPrefix = regexp.MustCompile(`\b(?:api|bus|dispatch|engine|postgres|saga|server|sqlite|storage): `)
+
+// userText is an error's message as the API shows it: once, without the
+// layers it passed through. It changes only what is shown; handlers decide
+// on errors.Is and errors.As, never on this text.
+func userText(err error) string {
+	parts := strings.Split(layerPrefix.ReplaceAllString(err.Error(), ""), ": ")
+	out := parts[:0]
+	for _, p := range parts {
+		if len(out) == 0 || out[len(out)-1] != p {
+			out = append(out, p)
 		}
 	}
-	return newProblem(status, typeForStatus(status), detail, details...)
+	return strings.Join(out, ": ")
 }
 
 // echoable returns v if it is short enough to send back, else nil.
@@ -302,21 +336,21 @@ func (s *server) problemFor(ctx context.Context, err error, location string) *Pr
 			}
 			details = append(details, ProblemDetail{Location: loc, Message: vp.Message})
 		}
-		return newProblem(http.StatusUnprocessableEntity, TypeValidation, ve.Error(), details...)
+		return newProblem(http.StatusUnprocessableEntity, TypeValidation, summary("invalid definition", details), details...)
 	case errors.Is(err, engine.ErrSagaNotFound), errors.Is(err, engine.ErrDefinitionNotFound),
 		errors.Is(err, engine.ErrTaskNotFound), errors.Is(err, storage.ErrNotFound):
-		p := newProblem(http.StatusNotFound, TypeNotFound, err.Error())
-		if location != "" {
-			p.Errors = []ProblemDetail{{Location: location, Message: "not found"}}
+		msg := userText(err)
+		if location == "" {
+			return newProblem(http.StatusNotFound, TypeNotFound, msg)
 		}
-		return p
+		return newProblem(http.StatusNotFound, TypeNotFound, location+": "+msg, ProblemDetail{Location: location, Message: msg})
 	case errors.Is(err, engine.ErrIdempotencyMismatch):
-		return newProblem(http.StatusUnprocessableEntity, TypeIdempotencyMismatch, err.Error(),
+		return newProblem(http.StatusUnprocessableEntity, TypeIdempotencyMismatch, userText(err),
 			ProblemDetail{Location: "header.Idempotency-Key", Message: "the key was first used for a different request"})
 	case errors.Is(err, engine.ErrOverloaded):
 		return newProblem(http.StatusServiceUnavailable, TypeOverloaded, "the engine is at capacity; retry later")
 	case errors.Is(err, engine.ErrNotOwner):
-		return newProblem(http.StatusServiceUnavailable, TypeNotOwner, err.Error())
+		return newProblem(http.StatusServiceUnavailable, TypeNotOwner, userText(err))
 	case errors.Is(err, engine.ErrStopped):
 		return newProblem(http.StatusServiceUnavailable, TypeUnavailable, "the server is shutting down")
 	case errors.As(err, &inUse):
@@ -329,26 +363,27 @@ func (s *server) problemFor(ctx context.Context, err error, location string) *Pr
 			"the definition version is disabled; enable it, or start the latest enabled version",
 			ProblemDetail{Location: location, Message: "disabled"})
 	case errors.Is(err, storage.ErrDefinitionConflict):
-		return newProblem(http.StatusConflict, TypeConflict, err.Error())
+		return newProblem(http.StatusConflict, TypeConflict, userText(err))
 	case errors.Is(err, storage.ErrTaskClaimLost):
-		return newProblem(http.StatusConflict, TypeClaimLost, err.Error())
+		return newProblem(http.StatusConflict, TypeClaimLost, userText(err))
 	case errors.Is(err, saga.ErrPastPivot):
-		return newProblem(http.StatusConflict, TypePastPivot, err.Error())
+		return newProblem(http.StatusConflict, TypePastPivot, userText(err))
 	case errors.Is(err, saga.ErrTerminal):
-		return newProblem(http.StatusConflict, TypeSagaEnded, err.Error())
+		return newProblem(http.StatusConflict, TypeSagaEnded, userText(err))
 	case errors.Is(err, saga.ErrNotNeedsOperator):
-		return newProblem(http.StatusConflict, TypeNotNeedsOperator, err.Error())
+		return newProblem(http.StatusConflict, TypeNotNeedsOperator, userText(err))
 	case errors.Is(err, engine.ErrQuarantined):
 		return newProblem(http.StatusConflict, TypeQuarantined,
 			"the saga is quarantined: its stored state cannot be decoded; an operator may discard it")
 	case errors.Is(err, engine.ErrNotQuarantined):
-		return newProblem(http.StatusConflict, TypeNotQuarantined, err.Error())
+		return newProblem(http.StatusConflict, TypeNotQuarantined, userText(err))
 	case errors.Is(err, engine.ErrInvalidInput), errors.Is(err, storage.ErrInvalid):
 		if location == "" {
 			location = "body"
 		}
-		return newProblem(http.StatusUnprocessableEntity, TypeValidation, err.Error(),
-			ProblemDetail{Location: location, Message: err.Error()})
+		msg := userText(err)
+		return newProblem(http.StatusUnprocessableEntity, TypeValidation, location+": "+msg,
+			ProblemDetail{Location: location, Message: msg})
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return newProblem(http.StatusServiceUnavailable, TypeUnavailable, "the request timed out")
 	default:

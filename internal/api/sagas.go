@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
@@ -402,7 +403,7 @@ func (s *server) handleSagaEvents(ctx context.Context, in *sagaEventsInput) (*sa
 	}
 	if len(events) == 0 && from == 1 {
 		// Every saga's log starts with its start event.
-		return nil, s.problemFor(ctx, engine.ErrSagaNotFound, "path.id").withDetail("saga " + in.ID + " not found")
+		return nil, s.problemFor(ctx, fmt.Errorf("%w: %s", engine.ErrSagaNotFound, in.ID), "path.id")
 	}
 	out := &sagaEventsOutput{Body: SagaEventList{Items: make([]SagaEvent, 0, min(len(events), in.Limit))}}
 	for i, ev := range events {

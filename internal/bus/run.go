@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/accord-saga/accord/internal/engine"
+	"github.com/accord-saga/accord/internal/redact"
 	"github.com/accord-saga/accord/internal/storage"
 )
 
@@ -288,16 +289,19 @@ func (b *Bus) pushWebhook(ctx context.Context, g Group, d Delivery) (retry bool,
 		h.Set("Accord-Correlation-Id", m.CorrelationID)
 	}
 	status, retryable, err := b.cfg.Webhooks.Deliver(ctx, w.URL, h, body, time.Duration(w.Timeout))
+	// The URL may carry a token; it is shown masked in errors, which go
+	// to the logs and the dead-letter history.
+	shown := redact.URL(w.URL)
 	if err != nil {
-		return retryable, fmt.Errorf("webhook %s: %w", w.URL, err)
+		return retryable, fmt.Errorf("webhook %s: %w", shown, err)
 	}
 	switch {
 	case status >= 200 && status < 300:
 		return false, nil
 	case status == http.StatusRequestTimeout || status == http.StatusTooManyRequests || status >= 500:
-		return true, fmt.Errorf("webhook %s answered %d", w.URL, status)
+		return true, fmt.Errorf("webhook %s answered %d", shown, status)
 	default:
-		return false, fmt.Errorf("webhook %s answered %d: refused for good", w.URL, status)
+		return false, fmt.Errorf("webhook %s answered %d: refused for good", shown, status)
 	}
 }
 

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/accord-saga/accord/internal/redact"
 )
 
 // ErrTargetNotAllowed is returned (wrapped) when a push target does not
@@ -232,28 +234,28 @@ func (t target) endpoint() string {
 func parseTarget(raw string) (target, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return target{}, fmt.Errorf("%w: %q is not a URL", ErrInvalidTarget, raw)
+		return target{}, fmt.Errorf("%w: %q is not a URL", ErrInvalidTarget, redact.URL(raw))
 	}
 	scheme := strings.ToLower(u.Scheme)
 	if (scheme != "http" && scheme != "https") || u.Opaque != "" || u.Host == "" {
-		return target{}, fmt.Errorf("%w: %q must be an absolute http:// or https:// URL", ErrInvalidTarget, raw)
+		return target{}, fmt.Errorf("%w: %q must be an absolute http:// or https:// URL", ErrInvalidTarget, redact.URL(raw))
 	}
 	if u.User != nil {
-		return target{}, fmt.Errorf("%w: %q must not carry credentials", ErrInvalidTarget, raw)
+		return target{}, fmt.Errorf("%w: %q must not carry credentials", ErrInvalidTarget, redact.URL(raw))
 	}
 	t := target{url: u, scheme: scheme, port: u.Port()}
 	t.host = strings.TrimSuffix(strings.ToLower(u.Hostname()), ".")
 	if t.host == "" {
-		return target{}, fmt.Errorf("%w: %q has no host", ErrInvalidTarget, raw)
+		return target{}, fmt.Errorf("%w: %q has no host", ErrInvalidTarget, redact.URL(raw))
 	}
 	if t.port == "" {
 		t.port = defaultPort(scheme)
 	} else if n, err := strconv.Atoi(t.port); err != nil || n < 1 || n > 65535 {
-		return target{}, fmt.Errorf("%w: %q has a bad port", ErrInvalidTarget, raw)
+		return target{}, fmt.Errorf("%w: %q has a bad port", ErrInvalidTarget, redact.URL(raw))
 	}
 	if ip, err := netip.ParseAddr(t.host); err == nil {
 		if ip.Zone() != "" {
-			return target{}, fmt.Errorf("%w: %q: IPv6 zones are not supported", ErrInvalidTarget, raw)
+			return target{}, fmt.Errorf("%w: %q: IPv6 zones are not supported", ErrInvalidTarget, redact.URL(raw))
 		}
 		t.ip = ip.Unmap()
 		t.host = t.ip.String()

@@ -11,12 +11,14 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
 
 	"github.com/sony/gobreaker/v2"
 
 	"github.com/accord-saga/accord/internal/engine"
+	"github.com/accord-saga/accord/internal/redact"
 )
 
 // callBody is the JSON body of a push call (see the package documentation).
@@ -207,4 +209,14 @@ func classifyErr(ctx context.Context, err error) verdict {
 	return verdict{outcome: OutcomeRetryable, code: CodeConnectionError, message: errText(err), endpointFailure: true}
 }
 
-func errText(err error) string { return clean(err.Error(), maxMessageLen) }
+// errText is the message of a failed call. The URL an HTTP client error
+// quotes is masked: it may carry a token.
+func errText(err error) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		masked := *ue
+		masked.URL = redact.URL(ue.URL)
+		err = &masked
+	}
+	return clean(err.Error(), maxMessageLen)
+}

@@ -6,9 +6,11 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
+	"github.com/accord-saga/accord/internal/redact"
 	"github.com/accord-saga/accord/internal/storage"
 )
 
@@ -68,6 +70,14 @@ type Config struct {
 	// MaxInFlight caps API requests served at once; beyond it the server
 	// answers 503 with Retry-After at once (fail fast). Default 1024.
 	MaxInFlight int
+	// AllowedHosts lists host names (no port) the API answers to besides
+	// the loopback names; a request naming another host is refused with
+	// 421. On a loopback Addr the loopback names are always allowed; on
+	// another address an empty list allows every name. Default empty.
+	AllowedHosts []string
+	// CORSOrigins lists the web origins (scheme://host[:port], or "*")
+	// browsers may call the API from. Default none.
+	CORSOrigins []string
 	// OTLPEndpoint is the OTLP/HTTP collector spans are exported to: a URL
 	// (http://host:4318; the path defaults to /v1/traces) or host:port
 	// (TLS unless OTLPInsecure). Default empty: tracing off.
@@ -159,7 +169,7 @@ func (c *Config) Validate() error {
 	if c.DatabaseURL != "" {
 		u, err := url.Parse(c.DatabaseURL)
 		if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
-			errs = append(errs, fmt.Errorf("--database-url: want postgres://user@host:port/db, got %q", redactURL(c.DatabaseURL)))
+			errs = append(errs, fmt.Errorf("--database-url: want postgres://user@host:port/db, got %q", redact.URL(c.DatabaseURL)))
 		}
 	}
 	if c.Partitions < 1 || c.Partitions > storage.MaxPartitions {
@@ -189,6 +199,16 @@ func (c *Config) Validate() error {
 	if c.PushBreakerOpen <= 0 || c.PushBulkheadWait < 0 {
 		errs = append(errs, fmt.Errorf("--push-breaker-open must be positive and --push-bulkhead-wait not negative"))
 	}
+	for _, h := range c.AllowedHosts {
+		if h == "" || strings.ContainsAny(h, "/: ") && net.ParseIP(strings.Trim(h, "[]")) == nil {
+			errs = append(errs, fmt.Errorf("--allowed-hosts %q: want a host name or IP address without port", h))
+		}
+	}
+	for _, o := range c.CORSOrigins {
+		if u, err := url.Parse(o); o != "*" && (err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || strings.Trim(u.Path, "/") != "") {
+			errs = append(errs, fmt.Errorf("--cors-origins %q: want scheme://host[:port] or *", o))
+		}
+	}
 	if c.OTLPEndpoint != "" {
 		if _, err := otlpOptions(c.OTLPEndpoint, c.OTLPInsecure); err != nil {
 			errs = append(errs, err)
@@ -208,11 +228,18 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// redactURL hides a password in a database URL before it is printed.
-func redactURL(s string) string {
-	u, err := url.Parse(s)
-	if err != nil {
-		return "(unparsable URL)"
+// Secrets returns the secret values the configuration holds: the database
+// password, secret parameters of the database and OTLP URLs, and the OTLP
+// headers (OTEL_EXPORTER_OTLP_HEADERS, which usually carry an API key).
+// The server's log masks them wherever they appear.
+func (c *Config) Secrets() []string {
+	out := append(redact.Secrets(c.DatabaseURL), redact.Secrets(c.OTLPEndpoint)...)
+	for _, name := range []string{"OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS"} {
+		for _, kv := range strings.Split(os.Getenv(name), ",") {
+			if _, v, ok := strings.Cut(kv, "="); ok && len(strings.TrimSpace(v)) >= 3 {
+				out = append(out, strings.TrimSpace(v))
+			}
+		}
 	}
-	return u.Redacted()
+	return out
 }

@@ -7,8 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"strings"
+	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,6 +18,7 @@ import (
 	"github.com/accord-saga/accord/internal/bus"
 	"github.com/accord-saga/accord/internal/dispatch"
 	"github.com/accord-saga/accord/internal/engine"
+	"github.com/accord-saga/accord/internal/redact"
 )
 
 // Run serves until ctx is cancelled, then shuts down gracefully.
@@ -42,7 +43,8 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}()
 	info := store.Info()
-	log.Info("store open", "backend", info.Backend, "partitions", info.Partitions, "schema_version", info.SchemaVersion)
+	log.Info("store open", append(dataLocation(cfg), "backend", info.Backend, "partitions", info.Partitions,
+		"schema_version", info.SchemaVersion, "version", cfg.Version)...)
 
 	nodeID := cfg.NodeID
 	if nodeID == "" {
@@ -96,11 +98,7 @@ func Run(ctx context.Context, cfg Config) error {
 				log.Warn("stop tracing", "err", err)
 			}
 		}()
-		endpoint := cfg.OTLPEndpoint
-		if strings.Contains(endpoint, "://") {
-			endpoint = redactURL(endpoint)
-		}
-		log.Info("tracing on", "otlp_endpoint", endpoint, "sample_ratio", cfg.TraceSampleRatio)
+		log.Info("tracing on", "otlp_endpoint", redact.URL(cfg.OTLPEndpoint), "sample_ratio", cfg.TraceSampleRatio)
 	}
 	// The engine tells the bus when a commit published to a topic, so that
 	// waiting receivers wake at once; the bus publishes through the engine.
@@ -159,6 +157,8 @@ func Run(ctx context.Context, cfg Config) error {
 		Logger:       log,
 		MaxBodyBytes: cfg.MaxBodyBytes,
 		MaxInFlight:  cfg.MaxInFlight,
+		Hosts:        api.Hosts(cfg.Addr, cfg.AllowedHosts),
+		CORSOrigins:  cfg.CORSOrigins,
 		Breakers:     func() any { return map[string]any{"breakers": push.Breakers()} },
 		Gatherer:     reg,
 		Readiness: map[string]api.ReadinessCheck{
@@ -174,11 +174,7 @@ func Run(ctx context.Context, cfg Config) error {
 			},
 		},
 	})
-	srv := &http.Server{
-		Handler:           handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+	srv := newHTTPServer(handler, log)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	log.Info("accord server listening", "addr", ln.Addr().String(), "url", "http://"+ln.Addr().String())
@@ -233,12 +229,29 @@ func logPushAllow(log *slog.Logger, cfg Config, addr string) []string {
 	return allow
 }
 
+// newHTTPServer returns the API's HTTP server. Its timeouts bound what a
+// client can hold: headers must arrive within 10s, a keep-alive connection
+// idle for 2 minutes is closed, and a request that is not an API call
+// (metrics) has a minute to be read and two to be answered. The API sets
+// each request's deadlines itself (a long poll or watch outlasts these).
+func newHTTPServer(handler http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       time.Minute,
+		WriteTimeout:      2 * time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+}
+
 func newLogger(cfg Config) *slog.Logger {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(cfg.LogLevel)) // validated in Config.Validate
 	opts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler = slog.NewTextHandler(os.Stderr, opts)
 	if cfg.LogFormat == "json" {
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+		h = slog.NewJSONHandler(os.Stderr, opts)
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+	return slog.New(redact.NewHandler(h, cfg.Secrets()))
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/accord-saga/accord/internal/redact"
 	"github.com/accord-saga/accord/internal/storage"
 	"github.com/accord-saga/accord/internal/storage/postgres"
 	"github.com/accord-saga/accord/internal/storage/sqlite"
@@ -28,7 +29,7 @@ func OpenStore(ctx context.Context, cfg Config) (storage.Driver, error) {
 			Partitions: cfg.Partitions,
 		})
 		if err != nil {
-			return nil, fmt.Errorf("open PostgreSQL store %s: %w", redactURL(cfg.DatabaseURL), err)
+			return nil, fmt.Errorf("open PostgreSQL store %s: %w", redact.URL(cfg.DatabaseURL), err)
 		}
 		return d, nil
 	}
@@ -74,3 +75,17 @@ type StoreInUseError struct {
 
 func (e *StoreInUseError) Error() string { return e.msg }
 func (e *StoreInUseError) Unwrap() error { return e.err }
+
+// dataLocation says where the data lives, for the startup log: the
+// directory of the embedded store, or the database (password masked) and
+// schema.
+func dataLocation(cfg Config) []any {
+	if cfg.DatabaseURL != "" {
+		return []any{"database", redact.URL(cfg.DatabaseURL), "schema", cfg.DatabaseSchema}
+	}
+	dir, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		dir = cfg.DataDir
+	}
+	return []any{"data", dir}
+}

@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 
+	"github.com/accord-saga/accord/internal/redact"
 	"github.com/accord-saga/accord/internal/tracing"
 )
 
@@ -51,7 +52,7 @@ func newTracer(ctx context.Context, cfg Config, log *slog.Logger) (*tracing.Trac
 func otlpOptions(endpoint string, insecure bool) ([]otlptracehttp.Option, error) {
 	if !strings.Contains(endpoint, "://") {
 		if _, _, err := net.SplitHostPort(endpoint); err != nil {
-			return nil, fmt.Errorf("--otlp-endpoint %q: want http(s)://host:port[/path] or host:port: %w", endpoint, err)
+			return nil, fmt.Errorf("--otlp-endpoint %q: want http(s)://host:port[/path] or host:port", redact.URL(endpoint))
 		}
 		opts := []otlptracehttp.Option{otlptracehttp.WithEndpoint(endpoint), otlptracehttp.WithURLPath(otlpTracesPath)}
 		if insecure {
@@ -61,10 +62,10 @@ func otlpOptions(endpoint string, insecure bool) ([]otlptracehttp.Option, error)
 	}
 	u, err := url.Parse(endpoint)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("--otlp-endpoint %q: want http(s)://host:port[/path] or host:port", endpoint)
+		return nil, fmt.Errorf("--otlp-endpoint %q: want http(s)://host:port[/path] or host:port", redact.URL(endpoint))
 	}
 	if insecure && u.Scheme == "https" {
-		return nil, fmt.Errorf("--otlp-insecure contradicts the https endpoint %q", endpoint)
+		return nil, fmt.Errorf("--otlp-insecure contradicts the https endpoint %q", redact.URL(endpoint))
 	}
 	if u.Path == "" || u.Path == "/" {
 		u.Path = otlpTracesPath

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"iter"
@@ -56,8 +57,8 @@ const (
 )
 
 // RegisterDefinition registers a definition version written in JSON or YAML
-// (contentType ContentTypeJSON or ContentTypeYAML; empty lets the server
-// tell). created is false when the identical version was registered
+// (contentType ContentTypeJSON or ContentTypeYAML; empty: JSON if the
+// document starts with '{', else YAML). created is false when the identical version was registered
 // already; other content under a registered name and version is a conflict
 // (IsConflict).
 func (c *Client) RegisterDefinition(ctx context.Context, doc []byte, contentType string) (def *Definition, created bool, err error) {
@@ -73,6 +74,12 @@ func (c *Client) RegisterDefinitionIfMatch(ctx context.Context, doc []byte, cont
 }
 
 func (c *Client) registerDefinition(ctx context.Context, doc []byte, contentType, etag string) (*Definition, bool, error) {
+	if contentType == "" {
+		contentType = ContentTypeYAML
+		if t := bytes.TrimLeft(doc, " \t\r\n"); len(t) > 0 && t[0] == '{' {
+			contentType = ContentTypeJSON
+		}
+	}
 	def := &Definition{}
 	cl := &call{method: http.MethodPost, path: "/v1/definitions", body: doc, contentType: contentType, out: def, retry: retrySafe}
 	if etag != "" {
