@@ -397,7 +397,7 @@ func groupConfigOf(c GroupConfig) (bus.GroupConfig, *Problem) {
 		}
 	}
 	if w := c.Webhook; w != nil {
-		if p := badText("body.webhook.url", w.URL); p != nil {
+		if p := badName("body.webhook.url", w.URL); p != nil {
 			return out, p
 		}
 		out.Webhook = &bus.Webhook{URL: w.URL, Concurrency: w.Concurrency}
@@ -406,7 +406,7 @@ func groupConfigOf(c GroupConfig) (bus.GroupConfig, *Problem) {
 		}
 	}
 	if t := c.StartSaga; t != nil {
-		if p := badText("body.start_saga.definition", t.Definition); p != nil {
+		if p := badName("body.start_saga.definition", t.Definition); p != nil {
 			return out, p
 		}
 		out.StartSaga = &bus.Trigger{Definition: t.Definition, Version: t.Version}
@@ -513,7 +513,7 @@ func (s *server) handleAck(ctx context.Context, in *ackInput) (*ackOutput, error
 	// empty one as such.
 	receipts := make([]string, len(in.Body.Receipts))
 	for i, r := range in.Body.Receipts {
-		if badText("", r) == nil {
+		if badName("", r) == nil {
 			receipts[i] = r
 		}
 	}
@@ -540,7 +540,7 @@ func (s *server) handleAck(ctx context.Context, in *ackInput) (*ackOutput, error
 
 func (s *server) handleNack(ctx context.Context, in *nackInput) (*struct{}, error) {
 	b := in.Body
-	if p := cmp.Or(badText("body.receipt", b.Receipt), badText("body.reason", b.Reason)); p != nil {
+	if p := cmp.Or(badName("body.receipt", b.Receipt), badText("body.reason", b.Reason)); p != nil {
 		return nil, p
 	}
 	delay := time.Duration(-1) // the group's backoff
@@ -558,7 +558,7 @@ func (s *server) handleNack(ctx context.Context, in *nackInput) (*struct{}, erro
 }
 
 func (s *server) handleBusHeartbeat(ctx context.Context, in *busHeartbeatInput) (*struct{}, error) {
-	if p := badText("body.receipt", in.Body.Receipt); p != nil {
+	if p := badName("body.receipt", in.Body.Receipt); p != nil {
 		return nil, p
 	}
 	extend, p := duration("body.extend", in.Body.Extend, 0, 0, 12*time.Hour, true)
@@ -649,7 +649,7 @@ func (s *server) deadLetterOp(ctx context.Context, in *deadLetterSelectInput,
 }
 
 func (s *server) handleTrace(ctx context.Context, in *traceInput) (*traceOutput, error) {
-	if p := badText("path.correlation_id", in.CorrelationID); p != nil {
+	if p := badName("path.correlation_id", in.CorrelationID); p != nil {
 		return nil, p
 	}
 	msgs, err := s.cfg.Bus.Trace(ctx, in.CorrelationID)

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/accord-saga/accord/internal/engine"
+	"github.com/accord-saga/accord/internal/ident"
 	"github.com/accord-saga/accord/internal/storage"
 )
 
@@ -497,6 +498,9 @@ func (b *Bus) prepare(topic string, tc TopicConfig, i int, m Message) (engine.Pu
 	for _, s := range []struct{ f, v string }{{"key", m.Key}, {"id", m.ID}, {"idempotency_key", m.IdempotencyKey}, {"correlation_id", m.CorrelationID}} {
 		if len(s.v) > 256 {
 			return engine.PublishMessage{}, 0, invalid(field(s.f), "must be at most 256 bytes")
+		}
+		if err := ident.Check(s.v); err != nil {
+			return engine.PublishMessage{}, 0, invalid(field(s.f), err.Error())
 		}
 	}
 	if m.Tombstone {
