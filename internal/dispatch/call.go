@@ -11,7 +11,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/sony/gobreaker/v2"
@@ -153,9 +155,9 @@ func (p *Push) roundTrip(ctx, callCtx context.Context, c *call) verdict {
 		return verdict{outcome: OutcomeFailure, code: CodeInvalidTask, message: err.Error(), noVerdict: true}
 	}
 	p.stats.requests.Add(1)
-	resp, err := p.client.Do(req)
+	resp, sent, err := p.send(req)
 	if err != nil {
-		return classifyErr(ctx, err)
+		return classifySendErr(ctx, err, sent)
 	}
 	defer resp.Body.Close()
 	data, truncated, err := readCapped(resp.Body, p.cfg.MaxResponseBytes)
@@ -167,6 +169,27 @@ func (p *Push) roundTrip(ctx, callCtx context.Context, c *call) verdict {
 		return v
 	}
 	return classify(resp.StatusCode, resp.Header, data, truncated, p.poll, time.Now())
+}
+
+// send performs req. sent reports whether the request got as far as asking
+// for a connection: the client refuses some requests before that (a header
+// value it will not send, for one), and such a failure is the request's
+// own, which says nothing of the endpoint's health.
+func (p *Push) send(req *http.Request) (resp *http.Response, sent bool, err error) {
+	var asked atomic.Bool
+	trace := &httptrace.ClientTrace{GetConn: func(string) { asked.Store(true) }}
+	resp, err = p.client.Do(req.WithContext(httptrace.WithClientTrace(req.Context(), trace)))
+	return resp, asked.Load(), err
+}
+
+// classifySendErr maps a failed send. A request the client refused before
+// it asked for a connection (and not for want of time) failed because of
+// itself: a failure of the task that the breaker does not count.
+func classifySendErr(ctx context.Context, err error, sent bool) verdict {
+	if !sent && ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+		return verdict{outcome: OutcomeFailure, code: CodeInvalidTask, message: errText(err), noVerdict: true}
+	}
+	return classifyErr(ctx, err)
 }
 
 // readCapped reads at most max bytes of r; truncated reports that r held
