@@ -81,8 +81,8 @@ type BusAttempt struct {
 // Delivery is a message handed to a consumer.
 type Delivery struct {
 	Receipt string       `json:"receipt" doc:"Names this claim: ack, nack and heartbeat quote it."`
-	Attempt int          `json:"attempt" doc:"Hand-outs of the message to the group, this one included."`
-	History []BusAttempt `json:"history,omitempty" doc:"The earlier attempts."`
+	Attempt int          `json:"attempt" doc:"Hand-outs of the message to the group, this one included; a replay from the dead letters does not reset it."`
+	History []BusAttempt `json:"history,omitempty" doc:"The earlier attempts, those before a replay from the dead letters included."`
 	BusMessage
 }
 
