@@ -56,9 +56,9 @@ func (p *Push) Deliver(ctx context.Context, url string, header http.Header, body
 	}
 	req.Header.Set("User-Agent", p.userAgent)
 	p.stats.requests.Add(1)
-	resp, sent, err := p.send(req)
+	resp, prog, err := p.send(req)
 	if err != nil {
-		v := classifySendErr(ctx, err, sent)
+		v := classifySendErr(ctx, err, prog)
 		done(v.breakerErr())
 		if v.abandoned {
 			return 0, true, fmt.Errorf("dispatch: webhook call abandoned: %w", ctx.Err())

@@ -50,13 +50,6 @@ func Run(ctx context.Context, cfg Config) error {
 	var eng *engine.Engine
 	push, err := dispatch.New(dispatch.Config{
 		Complete: func(ctx context.Context, r engine.Result) error {
-			if r.ErrorCode == dispatch.CodeTimeout {
-				// The call timed out: the participant may or may not have
-				// acted. That is not a failure to report but an unknown
-				// outcome, which the attempt's own timeout records as such
-				// (so the step is compensated if the saga rolls back).
-				return nil
-			}
 			return eng.CompleteTask(ctx, r)
 		},
 		Version:  cfg.Version,
