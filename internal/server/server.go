@@ -95,7 +95,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	b, err = bus.New(bus.Config{Store: store, Publisher: eng, Sagas: eng, Webhooks: push, CheckURL: push.CheckURL,
-		StallAfter: cfg.BusStallAfter, Logger: log, Registerer: reg})
+		StallAfter: cfg.BusStallAfter, MaxTopics: cfg.MaxTopics, MaxGroups: cfg.MaxGroups, Logger: log, Registerer: reg})
 	if err != nil {
 		return err
 	}
