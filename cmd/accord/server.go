@@ -90,6 +90,8 @@ the value. Passwords and API keys are masked in every log line.`,
 	f.DurationVar(&cfg.Retention, "retention", cfg.Retention, "how long a finished saga and its log are kept")
 	f.DurationVar(&cfg.IdempotencyTTL, "idempotency-ttl", cfg.IdempotencyTTL, "how long a saga start's idempotency key is remembered")
 	f.DurationVar(&cfg.BusStallAfter, "bus-stall-after", cfg.BusStallAfter, "how long a bus message may stay unfinished by a consumer group before its flow is reported as stalled")
+	f.IntVar(&cfg.MaxTopics, "max-topics", cfg.MaxTopics, "the most bus topics; creating one more is refused (422)")
+	f.IntVar(&cfg.MaxGroups, "max-groups", cfg.MaxGroups, "the most bus consumer groups over all topics; creating one more is refused (422)")
 	f.StringSliceVar(&cfg.PushAllow, "push-allow", cfg.PushAllow, `endpoints push steps and webhooks may call: URL patterns like http://127.0.0.1:* or CIDRs like 10.0.0.0/8; "*" allows all (default: loopback targets when --addr is a loopback address, none otherwise)`)
 	f.IntVar(&cfg.PushWorkers, "push-workers", cfg.PushWorkers, "concurrent push calls at most")
 	f.IntVar(&cfg.PushBreakerFailures, "push-breaker-failures", cfg.PushBreakerFailures, "consecutive failures that open an endpoint's circuit breaker")

@@ -64,6 +64,17 @@ func TestBadInput(t *testing.T) {
 			[]string{"Idempotency-Key", "k\xff"}, 422, api.TypeValidation, "header.Idempotency-Key"},
 		{"get: NUL in the saga id", "GET", "/v1/sagas/ab%00c", "", "", nil, 422, api.TypeValidation, "path"},
 		{"get: saga id not UTF-8", "GET", "/v1/sagas/%ff%fe", "", "", nil, 422, api.TypeValidation, "path"},
+		// Ids and names travel in headers and logs: every control
+		// character (C0, DEL, C1) is refused, not only NUL.
+		{"start: LF in the definition name", "POST", "/v1/sagas", "application/json", `{"definition": "ord\ner"}`, nil, 422, api.TypeValidation, "definition"},
+		{"start: tab in the idempotency key", "POST", "/v1/sagas", "application/json", `{"definition": "order"}`,
+			[]string{"Idempotency-Key", "k\tk"}, 422, api.TypeValidation, "header.Idempotency-Key"},
+		{"start: C1 in the idempotency key", "POST", "/v1/sagas", "application/json", `{"definition": "order"}`,
+			[]string{"Idempotency-Key", "k\u0085k"}, 422, api.TypeValidation, "header.Idempotency-Key"},
+		{"get: CR LF in the saga id", "GET", "/v1/sagas/ab%0D%0Ac", "", "", nil, 422, api.TypeValidation, "path"},
+		{"list: DEL in a filter", "GET", "/v1/sagas?definition=a%7Fb", "", "", nil, 422, api.TypeValidation, "query"},
+		{"poll: LF in the queue", "POST", "/v1/queues/or%0Aders/tasks:poll", "application/json", `{}`, nil, 422, api.TypeValidation, "path"},
+		{"complete: LF in the claim token", "POST", "/v1/tasks/t1/complete", "application/json", `{"claim_token": "c\nc", "outcome": "success"}`, nil, 422, api.TypeValidation, "claim token"},
 		{"list: NUL in a filter", "GET", "/v1/sagas?definition=a%00b", "", "", nil, 422, api.TypeValidation, "query"},
 
 		{"definition: unknown step", "POST", "/v1/definitions", "application/json", unknownStep, nil, 422, api.TypeValidation, "body.steps[1].after[0]"},

@@ -10,12 +10,12 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/danielgtaylor/huma/v2"
 
 	"github.com/accord-saga/accord/internal/bus"
 	"github.com/accord-saga/accord/internal/engine"
+	"github.com/accord-saga/accord/internal/ident"
 	"github.com/accord-saga/accord/internal/storage"
 )
 
@@ -269,7 +269,7 @@ func (s *server) handlePublish(ctx context.Context, in *publishInput) (*publishO
 			return nil, tooLarge(field+"payload", n, bus.MaxMessageBytes)
 		}
 		for _, f := range []struct{ name, v string }{{"key", m.Key}, {"id", m.ID}, {"idempotency_key", m.IdempotencyKey}, {"correlation_id", m.CorrelationID}} {
-			if p := badText(field+f.name, f.v); p != nil {
+			if p := badName(field+f.name, f.v); p != nil {
 				return nil, p
 			}
 		}
@@ -331,12 +331,21 @@ func busDuration(location, text string) (bus.Duration, *Problem) {
 	return bus.Duration(d), nil
 }
 
-// badText refuses a string that a text column of some store would refuse
-// (PostgreSQL takes neither NUL characters nor bytes that are not UTF-8),
-// so that such input is a 422 rather than a storage failure.
+// badName refuses an id or a name that is not UTF-8 or holds a control
+// character (ident.Check): ids travel in headers, logs and text columns.
+func badName(location, s string) *Problem {
+	if err := ident.Check(s); err != nil {
+		return validation(location, "%s", err.Error())
+	}
+	return nil
+}
+
+// badText refuses free text that a text column of some store would refuse
+// (ident.CheckText: not UTF-8, or NUL), so that such input is a 422 rather
+// than a storage failure.
 func badText(location, s string) *Problem {
-	if !utf8.ValidString(s) || strings.ContainsRune(s, 0) {
-		return validation(location, "must be UTF-8 text without NUL characters")
+	if err := ident.CheckText(s); err != nil {
+		return validation(location, "%s", err.Error())
 	}
 	return nil
 }

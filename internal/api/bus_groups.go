@@ -82,8 +82,8 @@ type BusAttempt struct {
 // Delivery is a message handed to a consumer.
 type Delivery struct {
 	Receipt string       `json:"receipt" doc:"Names this claim: ack, nack and heartbeat quote it."`
-	Attempt int          `json:"attempt" doc:"Hand-outs of the message to the group, this one included."`
-	History []BusAttempt `json:"history,omitempty" doc:"The earlier attempts."`
+	Attempt int          `json:"attempt" doc:"Hand-outs of the message to the group, this one included; a replay from the dead letters does not reset it."`
+	History []BusAttempt `json:"history,omitempty" doc:"The earlier attempts, those before a replay from the dead letters included."`
 	BusMessage
 }
 
@@ -398,7 +398,7 @@ func groupConfigOf(c GroupConfig) (bus.GroupConfig, *Problem) {
 		}
 	}
 	if w := c.Webhook; w != nil {
-		if p := badText("body.webhook.url", w.URL); p != nil {
+		if p := badName("body.webhook.url", w.URL); p != nil {
 			return out, p
 		}
 		out.Webhook = &bus.Webhook{URL: w.URL, Concurrency: w.Concurrency}
@@ -407,7 +407,7 @@ func groupConfigOf(c GroupConfig) (bus.GroupConfig, *Problem) {
 		}
 	}
 	if t := c.StartSaga; t != nil {
-		if p := badText("body.start_saga.definition", t.Definition); p != nil {
+		if p := badName("body.start_saga.definition", t.Definition); p != nil {
 			return out, p
 		}
 		out.StartSaga = &bus.Trigger{Definition: t.Definition, Version: t.Version}
@@ -514,7 +514,7 @@ func (s *server) handleAck(ctx context.Context, in *ackInput) (*ackOutput, error
 	// empty one as such.
 	receipts := make([]string, len(in.Body.Receipts))
 	for i, r := range in.Body.Receipts {
-		if badText("", r) == nil {
+		if badName("", r) == nil {
 			receipts[i] = r
 		}
 	}
@@ -541,7 +541,7 @@ func (s *server) handleAck(ctx context.Context, in *ackInput) (*ackOutput, error
 
 func (s *server) handleNack(ctx context.Context, in *nackInput) (*struct{}, error) {
 	b := in.Body
-	if p := cmp.Or(badText("body.receipt", b.Receipt), badText("body.reason", b.Reason)); p != nil {
+	if p := cmp.Or(badName("body.receipt", b.Receipt), badText("body.reason", b.Reason)); p != nil {
 		return nil, p
 	}
 	delay := time.Duration(-1) // the group's backoff
@@ -559,7 +559,7 @@ func (s *server) handleNack(ctx context.Context, in *nackInput) (*struct{}, erro
 }
 
 func (s *server) handleBusHeartbeat(ctx context.Context, in *busHeartbeatInput) (*struct{}, error) {
-	if p := badText("body.receipt", in.Body.Receipt); p != nil {
+	if p := badName("body.receipt", in.Body.Receipt); p != nil {
 		return nil, p
 	}
 	extend, p := duration("body.extend", in.Body.Extend, 0, 0, 12*time.Hour, true)
@@ -650,7 +650,7 @@ func (s *server) deadLetterOp(ctx context.Context, in *deadLetterSelectInput,
 }
 
 func (s *server) handleTrace(ctx context.Context, in *traceInput) (*traceOutput, error) {
-	if p := badText("path.correlation_id", in.CorrelationID); p != nil {
+	if p := badName("path.correlation_id", in.CorrelationID); p != nil {
 		return nil, p
 	}
 	msgs, err := s.cfg.Bus.Trace(ctx, in.CorrelationID)

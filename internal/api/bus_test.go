@@ -396,6 +396,16 @@ func TestBusBadInput(t *testing.T) {
 		{"publish: NUL in a correlation id", "POST", "/v1/topics/t/messages", `{"messages": [{"payload": 1}, {"correlation_id": "\u0000"}]}`, 422, api.TypeValidation, "body.messages[1].correlation_id"},
 		{"heartbeat: NUL in a receipt", "POST", "/v1/topics/t/groups/g/heartbeat", `{"receipt": "0.1.\u0000"}`, 422, api.TypeValidation, "body.receipt"},
 		{"nack: NUL in a reason", "POST", "/v1/topics/t/groups/g/nack", `{"receipt": "0.1.t", "reason": "\u0000"}`, 422, api.TypeValidation, "body.reason"},
+		// Ids travel in webhook headers: a control character (C0, DEL, C1)
+		// is refused at the door, not sent to trip an endpoint's breaker.
+		{"publish: CR LF in an id", "POST", "/v1/topics/t/messages", `{"messages": [{"id": "a\r\nb"}]}`, 422, api.TypeValidation, "body.messages[0].id"},
+		{"publish: CR LF in a correlation id", "POST", "/v1/topics/t/messages", `{"messages": [{"correlation_id": "x\r\nInjected: 1"}]}`, 422, api.TypeValidation, "body.messages[0].correlation_id"},
+		{"publish: tab in a key", "POST", "/v1/topics/t/messages", `{"messages": [{"key": "a\tb"}]}`, 422, api.TypeValidation, "body.messages[0].key"},
+		{"publish: DEL in an idempotency key", "POST", "/v1/topics/t/messages", `{"messages": [{"idempotency_key": "a\u007fb"}]}`, 422, api.TypeValidation, "body.messages[0].idempotency_key"},
+		{"publish: C1 in an id", "POST", "/v1/topics/t/messages", `{"messages": [{"id": "a\u0085b"}]}`, 422, api.TypeValidation, "body.messages[0].id"},
+		{"trace: LF in the correlation id", "GET", "/v1/traces/a%0Ab", ``, 422, api.TypeValidation, "path"},
+		{"group: CR in the name", "PUT", "/v1/topics/t/groups/a%0Db", `{}`, 422, api.TypeValidation, "path"},
+		{"nack: line breaks in a reason are fine", "POST", "/v1/topics/t/groups/g/nack", `{"receipt": "0.1.tok", "reason": "line one\nline two"}`, 409, api.TypeReceiptLost, "body.receipt"},
 		{"trace: not UTF-8", "GET", "/v1/traces/%FF%00", ``, 422, api.TypeValidation, "path"}, // refused for the whole path, before routing
 		{"stalled: bad limit", "GET", "/v1/bus/stalled?limit=5000", ``, 422, api.TypeValidation, "query.limit"},
 	}

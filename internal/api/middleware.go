@@ -90,21 +90,20 @@ func (s *server) middleware(next http.Handler) http.Handler {
 }
 
 // badRequestText refuses a request whose path, query or idempotency key is
-// not UTF-8 text without NUL characters: every name and id in them is
-// compared with text columns, which PostgreSQL cannot hold such bytes in,
-// so they would otherwise come back as a storage failure.
+// not UTF-8 or holds a control character (ident.Check): every name and id
+// in them is compared with text columns and may travel in headers.
 func badRequestText(r *http.Request) *Problem {
-	if p := badText("path", r.URL.Path); p != nil {
+	if p := badName("path", r.URL.Path); p != nil {
 		return p
 	}
 	for name, vs := range r.URL.Query() {
 		for _, v := range vs {
-			if p := badText("query", name+v); p != nil {
+			if p := badName("query", name+v); p != nil {
 				return p
 			}
 		}
 	}
-	return badText("header.Idempotency-Key", r.Header.Get("Idempotency-Key"))
+	return badName("header.Idempotency-Key", r.Header.Get("Idempotency-Key"))
 }
 
 // isLongPoll reports whether a request may be held open for long: such

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/accord-saga/accord/internal/engine"
+	"github.com/accord-saga/accord/internal/ident"
 	"github.com/accord-saga/accord/internal/storage"
 )
 
@@ -63,8 +64,13 @@ type Config struct {
 	// ScanInterval is how often groups are listed to start and stop their
 	// webhook and saga runners, and stalls and lag are measured. Default 5s.
 	ScanInterval time.Duration
-	Logger       *slog.Logger
-	Registerer   prometheus.Registerer
+	// MaxTopics caps the number of topics. Default DefaultMaxTopics.
+	MaxTopics int
+	// MaxGroups caps the number of consumer groups over all topics.
+	// Default DefaultMaxGroups.
+	MaxGroups  int
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
 }
 
 // Bus is the choreography event bus. See the package documentation.
@@ -78,6 +84,9 @@ type Bus struct {
 
 	topicsMu sync.Mutex
 	topics   map[string]cachedTopic
+
+	// capMu serialises the creations that check MaxTopics and MaxGroups.
+	capMu sync.Mutex
 
 	wake *wakeups
 
@@ -106,6 +115,8 @@ func New(cfg Config) (*Bus, error) {
 	cfg.SweepInterval = cmp.Or(cfg.SweepInterval, time.Minute)
 	cfg.StallAfter = cmp.Or(cfg.StallAfter, 5*time.Minute)
 	cfg.ScanInterval = cmp.Or(cfg.ScanInterval, 5*time.Second)
+	cfg.MaxTopics = cmp.Or(cfg.MaxTopics, DefaultMaxTopics)
+	cfg.MaxGroups = cmp.Or(cfg.MaxGroups, DefaultMaxGroups)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -157,6 +168,11 @@ func (b *Bus) PutTopic(ctx context.Context, name string, cfg TopicConfig) (Topic
 	doc, err := json.Marshal(cfg)
 	if err != nil {
 		return Topic{}, false, fmt.Errorf("bus: encode topic config: %w", err)
+	}
+	b.capMu.Lock()
+	defer b.capMu.Unlock()
+	if err := b.checkTopicCap(ctx, name); err != nil {
+		return Topic{}, false, err
 	}
 	stored, created, err := b.store.TopicPut(ctx, &storage.Topic{Name: name, Config: doc})
 	if err != nil {
@@ -294,6 +310,11 @@ func (b *Bus) CreateGroup(ctx context.Context, topic, name string, cfg GroupConf
 		return Group{}, false, fmt.Errorf("bus: encode group config: %w", err)
 	}
 	p.Config = doc
+	b.capMu.Lock()
+	defer b.capMu.Unlock()
+	if err := b.checkGroupCap(ctx, topic, name); err != nil {
+		return Group{}, false, err
+	}
 	stored, created, err := b.store.GroupCreate(ctx, p)
 	switch {
 	case errors.Is(err, storage.ErrNotFound):
@@ -497,6 +518,9 @@ func (b *Bus) prepare(topic string, tc TopicConfig, i int, m Message) (engine.Pu
 	for _, s := range []struct{ f, v string }{{"key", m.Key}, {"id", m.ID}, {"idempotency_key", m.IdempotencyKey}, {"correlation_id", m.CorrelationID}} {
 		if len(s.v) > 256 {
 			return engine.PublishMessage{}, 0, invalid(field(s.f), "must be at most 256 bytes")
+		}
+		if err := ident.Check(s.v); err != nil {
+			return engine.PublishMessage{}, 0, invalid(field(s.f), err.Error())
 		}
 	}
 	if m.Tombstone {

@@ -143,16 +143,29 @@ func TestDeadLetterAfterExactlyN(t *testing.T) {
 		if dl[0].Deliveries != 3 || dl[0].Message.ID != "poison" || handed != 3 {
 			t.Fatalf("dead letter = %+v after %d hand-outs, want 3", dl[0], handed)
 		}
-		// Replay brings it back with a fresh count; purge empties.
+		// Replay brings it back with its history: its attempts number on
+		// (4, not 1), and it gets a fresh budget of 3 deliveries.
 		if n, err := b.ReplayDeadLetters(ctx, "t", "g", nil); err != nil || n != 1 {
 			t.Fatalf("replay = %d, %v", n, err)
 		}
-		ds = receive(t, b, "t", "g", 1, 3*time.Second)
-		if len(ds) != 1 || ds[0].Message.ID != "poison" || ds[0].Attempt != 1 {
-			t.Fatalf("replayed delivery = %+v", ds)
+		for attempt := 4; attempt <= 6; attempt++ {
+			ds = receive(t, b, "t", "g", 1, 3*time.Second)
+			if len(ds) != 1 || ds[0].Message.ID != "poison" || ds[0].Attempt != attempt || len(ds[0].History) != attempt-1 {
+				t.Fatalf("replayed delivery, attempt %d: %+v", attempt, ds)
+			}
+			if h := ds[0].History[1]; h.Attempt != 2 || h.Outcome != "nack" || h.Reason != "parse error" {
+				t.Fatalf("replayed delivery lost its history: %+v", ds[0].History)
+			}
+			if err := b.Nack(ctx, "t", "g", ds[0].Receipt, "still bad", 0, false); err != nil {
+				t.Fatalf("nack: %v", err)
+			}
 		}
-		if err := b.Nack(ctx, "t", "g", ds[0].Receipt, "still bad", 0, true); err != nil {
-			t.Fatalf("dead-letter nack: %v", err)
+		if ds, err := b.Receive(ctx, "t", "g", 1, 100*time.Millisecond, 0); err != nil || len(ds) != 0 {
+			t.Fatalf("after the replay's budget: %+v, %v", ds, err)
+		}
+		dl, err = b.DeadLetters(ctx, "t", "g", 0, 10)
+		if err != nil || len(dl) != 1 || dl[0].Deliveries != 6 {
+			t.Fatalf("dead letters after the replay's budget = %+v, %v", dl, err)
 		}
 		if n, err := b.PurgeDeadLetters(ctx, "t", "g", nil); err != nil || n != 1 {
 			t.Fatalf("purge = %d, %v", n, err)

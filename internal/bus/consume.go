@@ -24,7 +24,7 @@ type Delivery struct {
 	Partition int
 	Position  int64
 	// Attempt counts the times the message was handed to the group, this
-	// one included.
+	// one included; a replay from the dead letters does not reset it.
 	Attempt int
 	History []Attempt
 	Message storage.Message
@@ -240,7 +240,8 @@ func (b *Bus) Nack(ctx context.Context, topic, group, rcpt, reason string, delay
 	h = append(h, Attempt{Attempt: cur.Deliveries, At: now, Outcome: "nack", Reason: reason})
 	doc, _ := json.Marshal(h) // plain data: cannot fail
 	if delay < 0 {
-		delay = backoff(g.Effective.Backoff, cur.Deliveries)
+		// The backoff starts over with a replay's fresh budget.
+		delay = backoff(g.Effective.Backoff, cur.Deliveries-cur.DeliveredBefore)
 	}
 	p := &storage.DeliveryNackParams{Ref: ref, Delay: delay, History: doc, DeadLetter: deadLetter, Reason: reason}
 	if deadLetter && reason == "" {

@@ -1,7 +1,7 @@
 package bus
 
 import (
-	"strconv"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -21,6 +21,11 @@ type metrics struct {
 	oldest       *prometheus.GaugeVec
 	deadLetters  *prometheus.GaugeVec
 	stalled      prometheus.Gauge
+
+	// observed holds the groups whose gauges are set, so that a deleted
+	// group's series go with it.
+	observedMu sync.Mutex
+	observed   map[[2]string]bool
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -51,8 +56,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "accord_bus_swept_total", Help: "Messages deleted by retention or compaction, by topic.",
 		}, []string{"topic"}),
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "accord_bus_group_lag", Help: "Messages a group has not finished with, by topic, group and partition (measured every scan interval).",
-		}, []string{"topic", "group", "partition"}),
+			Name: "accord_bus_group_lag", Help: "Messages a group has not finished with, by topic and group (measured every scan interval).",
+		}, tg),
 		oldest: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "accord_bus_group_oldest_age_seconds", Help: "Age of the oldest message a group has not finished with, by topic and group.",
 		}, tg),
@@ -82,18 +87,39 @@ func (m *metrics) claimed(g Group, res *storage.DeliveryClaimResult) {
 	}
 }
 
-// observeGroup sets a group's backlog gauges from its stats.
+// observeGroup sets a group's backlog gauges from its stats. They carry no
+// partition label: a series per group and partition would multiply
+// /metrics by the partition count (64 by default) for every group; the
+// API's group stats give the per-partition view.
 func (m *metrics) observeGroup(topic, group string, st []storage.GroupPartitionStats) {
-	m.lag.DeletePartialMatch(prometheus.Labels{"topic": topic, "group": group})
 	var oldest float64
-	var dead int
+	var dead, pending int
 	for _, s := range st {
-		m.lag.WithLabelValues(topic, group, strconv.Itoa(s.Partition)).Set(float64(s.Pending))
+		pending += s.Pending
 		oldest = max(oldest, s.OldestAge.Seconds())
 		dead += s.DeadLetters
 	}
+	m.observedMu.Lock()
+	if m.observed == nil {
+		m.observed = map[[2]string]bool{}
+	}
+	m.observed[[2]string{topic, group}] = true
+	m.observedMu.Unlock()
+	m.lag.WithLabelValues(topic, group).Set(float64(pending))
 	m.oldest.WithLabelValues(topic, group).Set(oldest)
 	m.deadLetters.WithLabelValues(topic, group).Set(float64(dead))
+}
+
+// retainGroups drops the gauges of the groups not in present.
+func (m *metrics) retainGroups(present map[[2]string]bool) {
+	m.observedMu.Lock()
+	defer m.observedMu.Unlock()
+	for g := range m.observed {
+		if !present[g] {
+			delete(m.observed, g)
+			m.forgetGroup(g[0], g[1])
+		}
+	}
 }
 
 func (m *metrics) forgetGroup(topic, group string) {

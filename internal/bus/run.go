@@ -106,7 +106,9 @@ func (b *Bus) scan(ctx context.Context) {
 		return
 	}
 	want := map[string]Group{}
+	present := map[[2]string]bool{}
 	for _, sg := range gs {
+		present[[2]string{sg.Topic, sg.Name}] = true
 		g, err := b.groupFrom(ctx, sg)
 		if err != nil {
 			continue
@@ -118,6 +120,7 @@ func (b *Bus) scan(ctx context.Context) {
 			want[runnerKey(g)] = g
 		}
 	}
+	b.metrics.retainGroups(present)
 	b.lifeMu.Lock()
 	for key, r := range b.runners {
 		if g, ok := want[key]; !ok || !sameConfig(g, r.g) {

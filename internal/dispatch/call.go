@@ -11,8 +11,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/sony/gobreaker/v2"
@@ -155,9 +157,9 @@ func (p *Push) roundTrip(ctx, callCtx context.Context, c *call) verdict {
 		return verdict{outcome: OutcomeFailure, code: CodeInvalidTask, message: err.Error(), noVerdict: true}
 	}
 	p.stats.requests.Add(1)
-	resp, err := p.client.Do(req)
+	resp, prog, err := p.send(req)
 	if err != nil {
-		return classifyErr(ctx, err)
+		return classifySendErr(ctx, err, prog)
 	}
 	defer resp.Body.Close()
 	data, truncated, err := readCapped(resp.Body, p.cfg.MaxResponseBytes)
@@ -165,10 +167,47 @@ func (p *Push) roundTrip(ctx, callCtx context.Context, c *call) verdict {
 		v := classifyErr(ctx, err)
 		if !v.abandoned {
 			v.message = fmt.Sprintf("HTTP %d: reading the response body: %s", resp.StatusCode, v.message)
+			// A 2xx cut off: the participant acted, or said it did.
+			v.unknown = v.unknown || resp.StatusCode >= 200 && resp.StatusCode < 300
 		}
 		return v
 	}
 	return classify(resp.StatusCode, resp.Header, data, truncated, p.poll, time.Now())
+}
+
+// progress is how far a request got.
+type progress struct {
+	// asked: it asked for a connection. The client refuses some requests
+	// before that (a header value it will not send, for one): such a
+	// failure is the request's own, and says nothing of the endpoint.
+	asked bool
+	// wrote: it was written out in full, so the participant may act on it.
+	wrote bool
+}
+
+// send performs req and reports how far it got.
+func (p *Push) send(req *http.Request) (*http.Response, progress, error) {
+	var asked, wrote atomic.Bool
+	trace := &httptrace.ClientTrace{
+		GetConn:      func(string) { asked.Store(true) },
+		WroteRequest: func(i httptrace.WroteRequestInfo) { wrote.Store(i.Err == nil) },
+	}
+	resp, err := p.client.Do(req.WithContext(httptrace.WithClientTrace(req.Context(), trace)))
+	return resp, progress{asked: asked.Load(), wrote: wrote.Load()}, err
+}
+
+// classifySendErr maps a failed send. A request the client refused before
+// it asked for a connection (and not for want of time) failed because of
+// itself: a failure of the task that the breaker does not count. A timeout
+// leaves the outcome unknown only if the request was written out: before
+// that the participant cannot have acted.
+func classifySendErr(ctx context.Context, err error, prog progress) verdict {
+	if !prog.asked && ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+		return verdict{outcome: OutcomeFailure, code: CodeInvalidTask, message: errText(err), noVerdict: true}
+	}
+	v := classifyErr(ctx, err)
+	v.unknown = v.unknown && prog.wrote
+	return v
 }
 
 // readCapped reads at most max bytes of r; truncated reports that r held
@@ -192,7 +231,7 @@ func classifyErr(ctx context.Context, err error) verdict {
 	}
 	var netErr net.Error
 	if errors.Is(err, context.DeadlineExceeded) || errors.As(err, &netErr) && netErr.Timeout() {
-		return verdict{outcome: OutcomeRetryable, code: CodeTimeout, message: errText(err), endpointFailure: true}
+		return verdict{outcome: OutcomeRetryable, code: CodeTimeout, message: errText(err), endpointFailure: true, unknown: true}
 	}
 	var (
 		verifyErr   *tls.CertificateVerificationError

@@ -19,7 +19,9 @@ import (
 type Config struct {
 	// Complete records a call's result. Required; the server passes the
 	// engine's CompleteTask. It is called from worker goroutines, at most
-	// once per dispatched task, never for a task that was abandoned.
+	// once per dispatched task, never for a task that was abandoned nor
+	// for one whose outcome is unknown while its attempt has a timeout
+	// (see Stats.Unknown): the engine's attempt timeout records those.
 	Complete func(ctx context.Context, r engine.Result) error
 
 	// Allow is the operator's allowlist of push targets (see Allowlist).

@@ -70,16 +70,18 @@
 //   - 408, 429 and 5xx: "retryable", code http_<status>; the saga retries
 //     per its retry policy.
 //   - Connection errors, TLS errors and timeouts: "retryable", codes
-//     connection_error, tls_error, timeout. A timeout means the outcome is
-//     unknown: the participant may have acted. The server therefore does
-//     not pass a timeout result on to the engine; the attempt's own timeout
-//     records it as timed out (outcome unknown), so that a rolled-back
-//     saga compensates the step.
+//     connection_error, tls_error, timeout.
 //   - Other 4xx, and every 3xx: "failure", code http_<status>: the
 //     participant refuses the request itself, and retrying cannot help.
-//   - A 2xx whose body is not JSON: "retryable", invalid_response. A 2xx
-//     whose body exceeds Config.MaxResponseBytes: "failure",
-//     response_too_large (a broken contract; retrying returns the same).
+//   - Unknown outcomes. A timeout, and a 2xx whose body is not JSON
+//     (invalid_response), exceeds Config.MaxResponseBytes
+//     (response_too_large) or is cut off: the participant may have acted,
+//     and its answer does not say how it ended. The dispatcher does not
+//     report such a result (Stats.Unknown counts them): the attempt's own
+//     timeout records it as timed out, outcome unknown, so the step is
+//     retried and, if the saga rolls back, compensated. A task without an
+//     attempt timeout has nothing to record it, and gets the result as
+//     "retryable".
 //     Error bodies are read up to the same cap and only quoted.
 //
 // # Resilience

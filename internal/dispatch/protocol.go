@@ -25,16 +25,16 @@ const (
 // body's "code") pass through unchanged; status-derived codes are
 // "http_<status>".
 const (
-	CodeTimeout          = "timeout"            // retryable: no response within the attempt timeout
+	CodeTimeout          = "timeout"            // retryable: no response within the attempt timeout (unknown outcome once the request was written)
 	CodeConnectionError  = "connection_error"   // retryable: connect, write or read failed
 	CodeTLSError         = "tls_error"          // retryable: TLS handshake or certificate failed
 	CodeCircuitOpen      = "circuit_open"       // retryable: the endpoint's breaker rejects calls
 	CodeBulkheadFull     = "bulkhead_full"      // retryable: no free slot within the bulkhead wait
-	CodeInvalidResponse  = "invalid_response"   // retryable: a 2xx whose body is not JSON, or an unknown status
+	CodeInvalidResponse  = "invalid_response"   // retryable: an unknown status; unknown outcome: a 2xx whose body is not JSON
 	CodeTargetNotAllowed = "target_not_allowed" // failure: the allowlist refuses the target
 	CodeInvalidTarget    = "invalid_target"     // failure: the task's URL is not a usable http(s) URL
 	CodeInvalidTask      = "invalid_task"       // failure: the task cannot be sent (bad input JSON, bad header value)
-	CodeResponseTooLarge = "response_too_large" // failure: a 2xx body over the size cap
+	CodeResponseTooLarge = "response_too_large" // unknown outcome: a 2xx body over the size cap
 )
 
 // Limits on what a participant's response may put into a result.
@@ -57,6 +57,12 @@ type verdict struct {
 	endpointFailure bool
 	// abandoned: no result is reported, the task stays claimed.
 	abandoned bool
+	// unknown: the participant may have acted and its answer does not say
+	// how it ended (no answer in time; a 2xx whose body is malformed, over
+	// the cap or cut off). Such an outcome must not be reported as a
+	// failure: a failed step is not compensated, and its effect may have
+	// happened. See Push.handle.
+	unknown bool
 	// noVerdict: the exchange says nothing about the endpoint's health.
 	noVerdict bool
 }
@@ -86,7 +92,7 @@ func classify(status int, h http.Header, body []byte, truncated bool, pt pollTim
 		return verdict{again: true, retryAfter: retryAfter(h.Get("Retry-After"), pt, now)}
 	case status >= 200 && status < 300:
 		if truncated {
-			return verdict{outcome: OutcomeFailure, code: CodeResponseTooLarge,
+			return verdict{outcome: OutcomeRetryable, code: CodeResponseTooLarge, unknown: true,
 				message: fmt.Sprintf("HTTP %d response body exceeds the push size cap", status)}
 		}
 		trimmed := bytes.TrimSpace(body)
@@ -94,7 +100,7 @@ func classify(status int, h http.Header, body []byte, truncated bool, pt pollTim
 			return verdict{outcome: OutcomeSuccess}
 		}
 		if !json.Valid(trimmed) {
-			return verdict{outcome: OutcomeRetryable, code: CodeInvalidResponse,
+			return verdict{outcome: OutcomeRetryable, code: CodeInvalidResponse, unknown: true,
 				message: fmt.Sprintf("HTTP %d response body is not JSON: %s", status, snippet(trimmed))}
 		}
 		return verdict{outcome: OutcomeSuccess, output: json.RawMessage(bytes.Clone(trimmed))}

@@ -255,6 +255,15 @@ func (p *Push) handle(ctx context.Context, t *engine.Task, dispatched time.Time)
 	}
 	p.stats.count(v)
 	p.observe(key, v.outcome, start)
+	if v.unknown && t.AttemptTimeoutMS > 0 {
+		// The participant may have acted: not a result to report, but an
+		// unknown outcome, which the attempt's own timeout records as such
+		// (so the step is retried, and compensated if the saga rolls
+		// back). An attempt without a timeout has nothing to record it:
+		// it is reported retryable.
+		p.stats.unknown.Add(1)
+		return
+	}
 	p.complete(ctx, t, v)
 }
 

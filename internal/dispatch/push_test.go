@@ -48,7 +48,9 @@ func TestGoroutinesStayBounded(t *testing.T) {
 		c.Bulkhead = BulkheadConfig{MaxConcurrent: slots, MaxWait: waitTimeout}
 	})
 	for i := range tasks {
-		b.push.Dispatch(newTask(fmt.Sprintf("g%d", i), s.URL))
+		task := newTask(fmt.Sprintf("g%d", i), s.URL)
+		task.AttemptTimeoutMS = 0 // the default 30s: a busy machine is slow
+		b.push.Dispatch(task)
 	}
 	for i := range tasks {
 		if r := b.done.wait(t, fmt.Sprintf("g%d", i)); r.Outcome != OutcomeSuccess {
@@ -223,11 +225,14 @@ func TestTimeoutAndConnectionErrors(t *testing.T) {
 	slow.AttemptTimeoutMS = 200
 	b.push.Dispatch(slow)
 	b.push.Dispatch(newTask("refused", closed))
-	if r := b.done.wait(t, "slow"); r.Outcome != OutcomeRetryable || r.ErrorCode != CodeTimeout {
-		t.Errorf("slow: %q %q %s", r.Outcome, r.ErrorCode, r.ErrorMessage)
-	}
 	if r := b.done.wait(t, "refused"); r.Outcome != OutcomeRetryable || r.ErrorCode != CodeConnectionError {
 		t.Errorf("refused: %q %q %s", r.Outcome, r.ErrorCode, r.ErrorMessage)
+	}
+	// A timeout is an unknown outcome: no result; the engine's attempt
+	// timeout records it.
+	eventually(t, "the timeout counted as unknown", func() bool { return b.push.Stats().Unknown == 1 })
+	if r, ok := b.done.get("slow"); ok {
+		t.Errorf("slow: a timeout reported a result: %+v", r)
 	}
 	st, _ := breakerOf(b.push, endpointOf(s))
 	if st.Failures != 1 {
@@ -303,6 +308,9 @@ func TestMalformedResponses(t *testing.T) {
 	})
 	for path := range replies {
 		task := newTask(path, base+path)
+		// Without an attempt timeout, an unknown outcome (a 2xx cut off or
+		// not JSON) is reported: see TestUnknownOutcomeLeftToTimeout.
+		task.AttemptTimeoutMS = 0
 		if path == "/202junk" {
 			task.AttemptTimeoutMS = 50 // shorter than the default poll: abandoned
 		}
@@ -449,7 +457,9 @@ func TestTLS(t *testing.T) {
 	t.Cleanup(s.Close)
 	t.Run("untrusted certificate", func(t *testing.T) {
 		b := setup(t, nil)
-		b.push.Dispatch(newTask("u1", s.URL))
+		task := newTask("u1", s.URL)
+		task.AttemptTimeoutMS = 0 // the default 30s: a busy machine is slow
+		b.push.Dispatch(task)
 		if r := b.done.wait(t, "u1"); r.Outcome != OutcomeRetryable || r.ErrorCode != CodeTLSError {
 			t.Fatalf("got %q %q %s", r.Outcome, r.ErrorCode, r.ErrorMessage)
 		}
@@ -501,5 +511,43 @@ func TestTaskExpiredInQueueIsNotCalled(t *testing.T) {
 	}
 	if st := p.Stats(); st.Expired != 1 || st.Abandoned != 1 {
 		t.Errorf("stats %+v", st)
+	}
+}
+
+// TestUnknownOutcomeLeftToTimeout: a 2xx whose body is not JSON, over the
+// cap or cut off leaves the participant's effect unknown. With an attempt
+// timeout no result is reported (the engine records the timeout, outcome
+// unknown, and compensates the step on a rollback); a failure would leave
+// a step that may have acted uncompensated.
+func TestUnknownOutcomeLeftToTimeout(t *testing.T) {
+	t.Parallel()
+	replies := map[string]string{
+		"/notjson": "HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n<html>ok<",
+		"/big":     "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + strings.Repeat("x", 100),
+		"/cut":     "HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n{\"a\":",
+		"/ok":      "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}",
+	}
+	base := rawServer(t, replies)
+	observed := make(chan string, len(replies))
+	b := setup(t, func(c *Config) {
+		c.MaxResponseBytes = 64
+		c.Observe = func(_, outcome string, _ time.Duration) { observed <- outcome }
+	})
+	for path := range replies {
+		b.push.Dispatch(newTask(path, base+path)) // with an attempt timeout
+	}
+	if r := b.done.wait(t, "/ok"); r.Outcome != OutcomeSuccess {
+		t.Fatalf("/ok: %+v", r)
+	}
+	for range replies {
+		<-observed
+	}
+	for _, path := range []string{"/notjson", "/big", "/cut"} {
+		if r, ok := b.done.get(path); ok {
+			t.Errorf("%s: reported %q %q: an unknown outcome must be left to the attempt timeout", path, r.Outcome, r.ErrorCode)
+		}
+	}
+	if st := b.push.Stats(); st.Unknown != 3 {
+		t.Errorf("stats %+v, want 3 unknown", st)
 	}
 }

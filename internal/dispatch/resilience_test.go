@@ -1,13 +1,17 @@
 package dispatch
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/accord-saga/accord/internal/engine"
 )
 
 // transitions records breaker state changes.
@@ -271,7 +275,9 @@ func TestBulkheadCapUnderLoad(t *testing.T) {
 	})
 	const n = 400
 	for i := range n {
-		b.push.Dispatch(newTask(fmt.Sprintf("l%d", i), s.URL))
+		task := newTask(fmt.Sprintf("l%d", i), s.URL)
+		task.AttemptTimeoutMS = 0 // the default 30s: a busy machine is slow
+		b.push.Dispatch(task)
 	}
 	for i := range n {
 		if r := b.done.wait(t, fmt.Sprintf("l%d", i)); r.Outcome != OutcomeSuccess {
@@ -280,5 +286,70 @@ func TestBulkheadCapUnderLoad(t *testing.T) {
 	}
 	if p := peak.Load(); p > 4 || p < 1 {
 		t.Errorf("peak concurrency %d, cap 4", p)
+	}
+}
+
+// TestRequestFaultsLeaveBreakerClosed: requests that fail because of
+// themselves (a header value the client will not send) say nothing about
+// the endpoint. Forty of them leave a healthy endpoint's breaker closed,
+// and an unrelated call still succeeds.
+func TestRequestFaultsLeaveBreakerClosed(t *testing.T) {
+	t.Parallel()
+	s, hits := server(t, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, `{"ok":true}`) })
+	var tr transitions
+	b := setup(t, func(c *Config) {
+		c.Breaker = BreakerConfig{ConsecutiveFailures: 5, FailureRatio: -1, OpenTimeout: time.Minute}
+		c.OnBreakerChange = tr.add
+	})
+	for i := range 40 {
+		h := http.Header{}
+		h.Set("Accord-Correlation-Id", fmt.Sprintf("c%d\r\nInjected: yes", i))
+		status, retryable, err := b.push.Deliver(context.Background(), s.URL, h, []byte(`{}`), time.Second)
+		if err == nil || retryable || status != 0 {
+			t.Fatalf("delivery %d: status %d, retryable %v, err %v; want a final error", i, status, retryable, err)
+		}
+	}
+	if hits.Load() != 0 {
+		t.Fatalf("%d hits: a refused request must not reach the endpoint", hits.Load())
+	}
+	if st, _ := breakerOf(b.push, endpointOf(s)); st.State != "closed" || st.Failures != 0 {
+		t.Fatalf("breaker %+v: request faults counted against the endpoint", st)
+	}
+	if got := tr.list(); len(got) != 0 {
+		t.Fatalf("breaker changed state: %v", got)
+	}
+	b.push.Dispatch(newTask("unrelated", s.URL))
+	if r := b.done.wait(t, "unrelated"); r.Outcome != OutcomeSuccess {
+		t.Fatalf("unrelated call: %q %q %q", r.Outcome, r.ErrorCode, r.ErrorMessage)
+	}
+}
+
+// TestPushRequestFaultIsTaskFailure: a push request the client refuses to
+// send (here a propagated header with a line break) is a failure of the
+// task, not of the endpoint.
+func TestPushRequestFaultIsTaskFailure(t *testing.T) {
+	t.Parallel()
+	s, hits := server(t, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, 200, `{"ok":true}`) })
+	b := setup(t, func(c *Config) {
+		c.Breaker = BreakerConfig{ConsecutiveFailures: 3, FailureRatio: -1, OpenTimeout: time.Minute}
+		c.Propagate = func(_ context.Context, t engine.Task, h http.Header) {
+			if strings.HasPrefix(t.ID, "bad") {
+				h.Set("Baggage", "a\nb")
+			}
+		}
+	})
+	for i := range 10 {
+		id := fmt.Sprintf("bad%d", i)
+		b.push.Dispatch(newTask(id, s.URL))
+		if r := b.done.wait(t, id); r.Outcome != OutcomeFailure || r.ErrorCode != CodeInvalidTask {
+			t.Fatalf("call %d: %q %q", i, r.Outcome, r.ErrorCode)
+		}
+	}
+	if st, _ := breakerOf(b.push, endpointOf(s)); st.State != "closed" || st.Failures != 0 {
+		t.Fatalf("breaker %+v: request faults counted against the endpoint", st)
+	}
+	b.push.Dispatch(newTask("good", s.URL))
+	if r := b.done.wait(t, "good"); r.Outcome != OutcomeSuccess || hits.Load() != 1 {
+		t.Fatalf("good call: %q %q, %d hits", r.Outcome, r.ErrorCode, hits.Load())
 	}
 }

@@ -28,6 +28,10 @@ type Stats struct {
 	// stop, left queued at a stop, expired in the queue, or still working
 	// at the attempt timeout.
 	Abandoned uint64
+	// Unknown counts attempts (among Retryable) whose outcome is unknown —
+	// no answer in time, or a 2xx whose body is malformed, over the cap or
+	// cut off — left to the engine's attempt timeout rather than reported.
+	Unknown uint64
 	// Expired counts tasks (among Abandoned) that waited in the queue past
 	// their attempt timeout and were not called: a backlog.
 	Expired uint64
@@ -43,7 +47,7 @@ type Stats struct {
 type stats struct {
 	inFlight                                                    atomic.Int64
 	dispatched, dropped, requests                               atomic.Uint64
-	success, failure, retryable, abandoned, expired             atomic.Uint64
+	success, failure, retryable, abandoned, expired, unknown    atomic.Uint64
 	circuitOpen, bulkheadFull, targetNotAllowed, completeErrors atomic.Uint64
 }
 
@@ -77,6 +81,7 @@ func (p *Push) Stats() Stats {
 		Retryable:        s.retryable.Load(),
 		Abandoned:        s.abandoned.Load(),
 		Expired:          s.expired.Load(),
+		Unknown:          s.unknown.Load(),
 		CircuitOpen:      s.circuitOpen.Load(),
 		BulkheadFull:     s.bulkheadFull.Load(),
 		TargetNotAllowed: s.targetNotAllowed.Load(),

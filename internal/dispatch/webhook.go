@@ -16,7 +16,9 @@ import (
 // and circuit breaker, the pooled client, no redirects. It returns the
 // response status, or an error and whether trying again may help (a
 // refused target will not). A 5xx, 408 or 429 counts against the
-// endpoint's breaker like a failed push call.
+// endpoint's breaker like a failed push call; a request that fails because
+// of itself (one the client refuses to send, such as a header value with a
+// control character) counts neither way and is not retried.
 func (p *Push) Deliver(ctx context.Context, url string, header http.Header, body []byte, timeout time.Duration) (status int, retryable bool, err error) {
 	tgt, err := parseTarget(url)
 	if err != nil {
@@ -54,9 +56,9 @@ func (p *Push) Deliver(ctx context.Context, url string, header http.Header, body
 	}
 	req.Header.Set("User-Agent", p.userAgent)
 	p.stats.requests.Add(1)
-	resp, err := p.client.Do(req)
+	resp, prog, err := p.send(req)
 	if err != nil {
-		v := classifyErr(ctx, err)
+		v := classifySendErr(ctx, err, prog)
 		done(v.breakerErr())
 		if v.abandoned {
 			return 0, true, fmt.Errorf("dispatch: webhook call abandoned: %w", ctx.Err())

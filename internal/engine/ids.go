@@ -4,9 +4,9 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
-	"strings"
 	"time"
-	"unicode/utf8"
+
+	"github.com/accord-saga/accord/internal/ident"
 )
 
 // crockford is the Crockford base32 alphabet: no I, L, O, U, so ids read
@@ -50,12 +50,12 @@ func newSeed() uint64 {
 // things (bus messages).
 func NewID() string { return newSagaID(time.Now()) }
 
-// checkText refuses a client-given name or id that a text column of some
-// store cannot hold (PostgreSQL takes neither NUL characters nor bytes that
-// are not UTF-8), so that it is bad input rather than a storage failure.
+// checkText refuses a client-given name or id that is not UTF-8 or holds a
+// control character (see ident.Check), so that it is bad input rather than
+// a storage failure or a header no participant can be sent.
 func checkText(what, s string) error {
-	if !utf8.ValidString(s) || strings.IndexByte(s, 0) >= 0 {
-		return fmt.Errorf("%w: %s must be UTF-8 text without NUL characters", ErrInvalidInput, what)
+	if err := ident.Check(s); err != nil {
+		return fmt.Errorf("%w: %s %w", ErrInvalidInput, what, err)
 	}
 	return nil
 }

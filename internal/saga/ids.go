@@ -4,7 +4,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"unicode/utf8"
+
+	"github.com/accord-saga/accord/internal/ident"
 )
 
 // Task ids, timer ids and idempotency keys are pure functions of the saga
@@ -109,13 +110,8 @@ func checkSagaID(id string) error {
 	if len(id) > MaxSagaIDLength {
 		return badInput("saga id is %d bytes; the limit is %d", len(id), MaxSagaIDLength)
 	}
-	if !utf8.ValidString(id) {
-		return badInput("saga id is not valid UTF-8")
-	}
-	for _, r := range id {
-		if r < 0x20 || r == 0x7f {
-			return badInput("saga id contains a control character")
-		}
+	if err := ident.Check(id); err != nil {
+		return fmt.Errorf("%w: saga id %w", ErrBadInput, err)
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/accord-saga/accord/internal/bus"
 	"github.com/accord-saga/accord/internal/redact"
 	"github.com/accord-saga/accord/internal/storage"
 )
@@ -45,6 +46,10 @@ type Config struct {
 	// BusStallAfter is how long a bus message may stay unfinished by a
 	// consumer group before its flow is reported as stalled. Default 5m.
 	BusStallAfter time.Duration
+	// MaxTopics and MaxGroups cap the bus's topics and consumer groups
+	// (over all topics); a creation past a cap is refused with 422.
+	// Defaults 1,000 and 10,000.
+	MaxTopics, MaxGroups int
 	// PushAllow lists the HTTP endpoints push steps and webhooks may
 	// call: URL patterns such as http://127.0.0.1:* or CIDRs such as
 	// 10.0.0.0/8; "*" allows every target. Default (empty): on a loopback
@@ -147,6 +152,8 @@ func DefaultConfig() Config {
 		Retention:           30 * 24 * time.Hour,
 		IdempotencyTTL:      24 * time.Hour,
 		BusStallAfter:       5 * time.Minute,
+		MaxTopics:           bus.DefaultMaxTopics,
+		MaxGroups:           bus.DefaultMaxGroups,
 		PushWorkers:         64,
 		PushBreakerFailures: 20,
 		PushBreakerOpen:     5 * time.Second,
@@ -186,6 +193,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxBodyBytes < 1<<10 || c.MaxInFlight < 1 {
 		errs = append(errs, fmt.Errorf("--max-body-bytes must be at least 1024 and --max-in-flight at least 1"))
+	}
+	if c.MaxTopics < 1 || c.MaxGroups < 1 {
+		errs = append(errs, fmt.Errorf("--max-topics and --max-groups must be at least 1"))
 	}
 	if c.BusStallAfter < time.Second {
 		return fmt.Errorf("--bus-stall-after must be at least 1s, got %s", c.BusStallAfter)

@@ -62,13 +62,6 @@ func Run(ctx context.Context, cfg Config) error {
 	allow := logPushAllow(log, cfg, ln.Addr().String())
 	push, err := dispatch.New(dispatch.Config{
 		Complete: func(ctx context.Context, r engine.Result) error {
-			if r.ErrorCode == dispatch.CodeTimeout {
-				// The call timed out: the participant may or may not have
-				// acted. That is not a failure to report but an unknown
-				// outcome, which the attempt's own timeout records as such
-				// (so the step is compensated if the saga rolls back).
-				return nil
-			}
 			return eng.CompleteTask(ctx, r)
 		},
 		Version:  cfg.Version,
@@ -110,7 +103,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	b, err = bus.New(bus.Config{Store: store, Publisher: eng, Sagas: eng, Webhooks: push, CheckURL: push.CheckURL,
-		StallAfter: cfg.BusStallAfter, Logger: log, Registerer: reg})
+		StallAfter: cfg.BusStallAfter, MaxTopics: cfg.MaxTopics, MaxGroups: cfg.MaxGroups, Logger: log, Registerer: reg})
 	if err != nil {
 		return err
 	}

@@ -267,12 +267,15 @@ type Delivery struct {
 	Partition  int
 	Position   int64
 	Key        string
-	Deliveries int    // claims so far, this one included
-	ClaimToken string // "" if not claimed
-	VisibleAt  time.Time
-	Blocked    bool
-	History    []byte // the bus layer's attempt history, as last stored by a nack
-	Message    Message
+	Deliveries int // claims so far, this one included (replays do not reset it)
+	// DeliveredBefore is Deliveries when the delivery last came back from
+	// the dead letters (0 if never): MaxDeliveries counts claims from here.
+	DeliveredBefore int
+	ClaimToken      string // "" if not claimed
+	VisibleAt       time.Time
+	Blocked         bool
+	History         []byte // the bus layer's attempt history, as last stored by a nack
+	Message         Message
 }
 
 // DeliveryClaimParams claims a group's deliveries.

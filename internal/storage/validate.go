@@ -4,8 +4,10 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"strings"
 	"unicode"
-	"unicode/utf8"
+
+	"github.com/accord-saga/accord/internal/ident"
 )
 
 // Limits on what one call may carry. They keep one transaction, one row and
@@ -177,13 +179,11 @@ func CheckTopic(name string) error {
 	if err := checkKey("topic", name); err != nil {
 		return err
 	}
-	if !utf8.ValidString(name) {
-		return fmt.Errorf("%w: topic %q is not UTF-8", ErrInvalid, name)
+	if err := ident.Check(name); err != nil {
+		return fmt.Errorf("%w: topic %w", ErrInvalid, err)
 	}
-	for _, r := range name {
-		if unicode.IsControl(r) || unicode.IsSpace(r) {
-			return fmt.Errorf("%w: topic %q holds a control or space character", ErrInvalid, name)
-		}
+	if strings.IndexFunc(name, unicode.IsSpace) >= 0 {
+		return fmt.Errorf("%w: topic %q holds a space character", ErrInvalid, name)
 	}
 	return nil
 }

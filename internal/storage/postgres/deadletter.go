@@ -40,8 +40,9 @@ func (d *Driver) DeadLetterList(ctx context.Context, params *storage.DeadLetterL
 	return out, nil
 }
 
-// sqlReplay turns dead letters whose message still exists into fresh
-// deliveries, each blocked if its key has an outstanding delivery or an
+// sqlReplay turns dead letters whose message still exists into
+// deliveries again (count and history kept, delivered_before marking the
+// fresh budget), each blocked if its key has an outstanding delivery or an
 // earlier dead letter of the same key comes back with it.
 const sqlReplay = `
 WITH r AS (
@@ -51,18 +52,19 @@ WITH r AS (
 			WHERE m.partition = dl.partition AND m.position = dl.position AND m.topic = dl.topic)
 	RETURNING dl.*
 )
-INSERT INTO deliveries (topic, grp, partition, position, key, deliveries, visible_at, blocked, history)
-SELECT r.topic, r.grp, r.partition, r.position, r.key, 0, ` + nowSQL + `,
+INSERT INTO deliveries (topic, grp, partition, position, key, deliveries, visible_at, blocked, history, delivered_before)
+SELECT r.topic, r.grp, r.partition, r.position, r.key, r.deliveries, ` + nowSQL + `,
 	r.key <> '' AND (
 		row_number() OVER (PARTITION BY r.partition, r.key ORDER BY r.id) > 1
 		OR EXISTS (SELECT 1 FROM deliveries o
 			WHERE o.topic = r.topic AND o.grp = r.grp AND o.partition = r.partition AND o.key = r.key AND o.key <> '')),
-	r.history
+	r.history, r.deliveries
 FROM r
 ON CONFLICT DO NOTHING`
 
-// DeadLetterReplay gives dead letters back to their group as fresh
-// deliveries, after any delivery of their key already outstanding. It
+// DeadLetterReplay gives dead letters back to their group, with their
+// delivery count and history and a fresh budget of deliveries, after any
+// delivery of their key already outstanding. It
 // takes the key locks of the dead letters, keyless ones included, which
 // MessageSweep takes too: a message found in place is not deleted before
 // its delivery is in.

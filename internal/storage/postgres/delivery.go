@@ -13,7 +13,7 @@ import (
 )
 
 const deliveryColumns = `d.topic, d.grp, d.partition, d.position, d.key, d.deliveries, d.claim_token, d.visible_at,
-	d.blocked, d.history`
+	d.blocked, d.history, d.delivered_before`
 
 // scanDelivery scans deliveryColumns, then messageColumns if withMessage,
 // after the extra destinations.
@@ -22,7 +22,7 @@ func scanDelivery(r pgx.Rows, withMessage bool, extra ...any) (storage.Delivery,
 	var visible int64
 	var mr messageRow
 	dest := append(extra, &dl.Topic, &dl.Group, &dl.Partition, &dl.Position, &dl.Key, &dl.Deliveries, &dl.ClaimToken,
-		&visible, &dl.Blocked, &dl.History)
+		&visible, &dl.Blocked, &dl.History, &dl.DeliveredBefore)
 	if withMessage {
 		dest = append(dest, mr.dest()...)
 	}
@@ -43,7 +43,7 @@ const maxDropsPerClaim = storage.MaxReadLimit
 // group, skipping rows that a concurrent claimer has locked and those this
 // claim has set aside ($5, $6).
 const sqlClaimCandidates = `
-SELECT d.partition, d.position, d.key, d.deliveries, d.visible_at, m.expires_at
+SELECT d.partition, d.position, d.key, d.deliveries - d.delivered_before, d.visible_at, m.expires_at
 FROM deliveries d JOIN messages m ON m.partition = d.partition AND m.position = d.position
 WHERE d.topic = $1 AND d.grp = $2 AND NOT d.blocked AND d.visible_at <= $3
 	AND (d.partition, d.position) NOT IN (SELECT * FROM unnest($5::integer[], $6::bigint[]))
@@ -94,7 +94,7 @@ type candidate struct {
 	partition  int32
 	position   int64
 	key        string
-	deliveries int
+	deliveries int // since the last replay: what MaxDeliveries bounds
 	visible    int64
 	expires    *int64
 }

@@ -14,12 +14,13 @@ const (
 	sqlDeadLetterList = `SELECT ` + sqlDeadLetterColumns + ` FROM dead_letters
 		WHERE topic = ? AND grp = ? AND id > ? ORDER BY id LIMIT ?`
 	// A replayed delivery waits behind the outstanding delivery of its key,
-	// if there is one.
-	sqlReplayInsert = `INSERT INTO deliveries (topic, grp, partition, position, key, deliveries, visible_at, blocked, history)
-		SELECT d.topic, d.grp, d.partition, d.position, d.key, 0, ?2,
+	// if there is one. It keeps its count and history, with a fresh budget.
+	sqlReplayInsert = `INSERT INTO deliveries (topic, grp, partition, position, key, deliveries, visible_at, blocked, history,
+			delivered_before)
+		SELECT d.topic, d.grp, d.partition, d.position, d.key, d.deliveries, ?2,
 			d.key <> '' AND EXISTS (SELECT 1 FROM deliveries o
 				WHERE o.topic = d.topic AND o.grp = d.grp AND o.partition = d.partition AND o.key = d.key),
-			d.history
+			d.history, d.deliveries
 		FROM dead_letters d WHERE d.id = ?1
 			AND EXISTS (SELECT 1 FROM messages m WHERE m.partition = d.partition AND m.position = d.position)
 		ON CONFLICT DO NOTHING`
@@ -55,8 +56,9 @@ func (d *Driver) DeadLetterList(ctx context.Context, params *storage.DeadLetterL
 	return out, nil
 }
 
-// DeadLetterReplay gives dead letters back to their group as fresh
-// deliveries; those whose message is gone stay.
+// DeadLetterReplay gives dead letters back to their group, with their
+// delivery count and history and a fresh budget of deliveries; those whose
+// message is gone stay.
 func (d *Driver) DeadLetterReplay(ctx context.Context, topic, group string, ids []int64) (int, error) {
 	return d.eachDeadLetter(ctx, "replay", topic, group, ids, func(tx *wtx, id int64) (bool, error) {
 		var missing int

@@ -12,7 +12,7 @@ import (
 
 const (
 	sqlDeliveryColumns = `d.topic, d.grp, d.partition, d.position, d.key, d.deliveries, d.claim_token, d.visible_at,
-		d.blocked, d.history`
+		d.blocked, d.history, d.delivered_before`
 	sqlDeliveryMessageColumns = sqlDeliveryColumns + `, m.partition, m.position, m.topic, m.key, m.id, m.correlation_id,
 		m.headers, m.payload, m.tombstone, m.published_at, m.expires_at`
 	sqlDeliveryJoin = ` FROM deliveries d JOIN messages m ON m.partition = d.partition AND m.position = d.position`
@@ -96,7 +96,7 @@ func (tx *wtx) claim(p *storage.DeliveryClaimParams) (*storage.DeliveryClaimResu
 				}
 				res.Expired++
 				dropped = true
-			case c.Deliveries >= p.MaxDeliveries:
+			case c.Deliveries-c.DeliveredBefore >= p.MaxDeliveries:
 				if err := tx.deadLetter(c, reason, c.History); err != nil {
 					return nil, err
 				}
@@ -301,7 +301,7 @@ func scanDeliveries(rows *sql.Rows, withMessage bool) ([]storage.Delivery, error
 		var dl storage.Delivery
 		var visible int64
 		dest := []any{&dl.Topic, &dl.Group, &dl.Partition, &dl.Position, &dl.Key, &dl.Deliveries, &dl.ClaimToken,
-			&visible, &dl.Blocked, &dl.History}
+			&visible, &dl.Blocked, &dl.History, &dl.DeliveredBefore}
 		if withMessage {
 			dest = append(dest, messageDest(&dl.Message)...)
 		}

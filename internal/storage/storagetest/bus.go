@@ -731,6 +731,43 @@ func exerciseBus(t *testing.T, h Harness) {
 		}
 	})
 
+	t.Run("ReplayKeepsHistory", func(t *testing.T) {
+		t.Parallel()
+		s := openGroups(t, h, 1, "t", "g")
+		s.publish(0, msg("t", "k", "poison"))
+		const max = 2
+		hist := []string{`["h1"]`, `["h1","h2"]`, `["h1","h2","h3"]`, `["h1","h2","h3","h4"]`}
+		claimNack := func(want, before int) {
+			t.Helper()
+			res := s.claim("t", "g", 10, longTTL, max)
+			if !same(ids(res.Deliveries), "poison") || res.Deliveries[0].Deliveries != want || res.Deliveries[0].DeliveredBefore != before {
+				t.Fatalf("claim = %+v, want poison at delivery %d (%d before the replay)", res, want, before)
+			}
+			if want > 1 && string(res.Deliveries[0].History) != hist[want-2] {
+				t.Fatalf("delivery %d history = %s, want %s", want, res.Deliveries[0].History, hist[want-2])
+			}
+			s.nack(res.Deliveries[0], storage.DeliveryNackParams{History: []byte(hist[want-1])})
+		}
+		claimNack(1, 0)
+		claimNack(2, 0)
+		if res := s.claim("t", "g", 10, longTTL, max); res.DeadLettered != 1 {
+			t.Fatalf("claim after %d deliveries = %+v, want a dead letter", max, res)
+		}
+		if n, err := s.b().DeadLetterReplay(s.ctx, "t", "g", nil); err != nil || n != 1 {
+			t.Fatalf("replay = %d, %v", n, err)
+		}
+		// The count and history go on; the budget starts over.
+		claimNack(3, 2)
+		claimNack(4, 2)
+		if res := s.claim("t", "g", 10, longTTL, max); res.DeadLettered != 1 {
+			t.Fatalf("claim after the replay's %d deliveries = %+v, want a dead letter", max, res)
+		}
+		dls := s.deadLetters("t", "g")
+		if len(dls) != 1 || dls[0].Deliveries != 4 || string(dls[0].History) != hist[3] {
+			t.Fatalf("dead letters = %+v, want poison after 4 deliveries with its whole history", dls)
+		}
+	})
+
 	t.Run("NackToDeadLetter", func(t *testing.T) {
 		t.Parallel()
 		s := openGroups(t, h, 1, "t", "g")
@@ -823,8 +860,8 @@ func exerciseBus(t *testing.T, h Harness) {
 		}
 		s.ack(k2[0])
 		k1 := s.claim("t", "g", 10, longTTL, 10).Deliveries
-		if !same(ids(k1), "k1") || k1[0].Deliveries != 1 {
-			t.Fatalf("claim after acking k2 = %+v, want k1 delivered afresh (count 1)", k1)
+		if !same(ids(k1), "k1") || k1[0].Deliveries != 2 || k1[0].DeliveredBefore != 1 {
+			t.Fatalf("claim after acking k2 = %+v, want k1 delivered again (count 2, 1 before the replay)", k1)
 		}
 
 		// Replay all; then dead-letter them again and purge.
