@@ -5,6 +5,7 @@ PKGS        ?= ./...
 BIN         ?= bin/accord
 
 .PHONY: help build run test test-short crash-report lint fuzz bench clean
+.PHONY: licenses
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -46,3 +47,6 @@ bench: build ## storage, saga and bus benchmarks (see BENCHMARKS.md)
 
 clean: ## remove build output
 	rm -rf bin
+
+licenses: ## list the licence of every module compiled into Accord; fails on a copyleft or unknown one
+	$(GO) test -count=1 -v -run 'TestDependencyLicences|TestNoticeCreditsDependencies' ./internal/release
