@@ -67,27 +67,36 @@ var licenceFile = regexp.MustCompile(`(?i)^(LICEN[CS]E|COPYING|UNLICENSE)(\.(txt
 
 type module struct{ path, version, dir string }
 
+// releasePlatforms are the targets of `make release` (build/release.sh):
+// some modules are compiled in on some of them only.
+var releasePlatforms = []string{"linux/amd64", "linux/arm64", "darwin/amd64", "darwin/arm64", "windows/amd64", "windows/arm64"}
+
 // shippedModules lists the modules compiled into Accord's packages (the
-// binary, the SDK, the examples) — not those only tests use.
+// binary, the SDK, the examples) on any release platform — not those only
+// tests use.
 func shippedModules(t *testing.T) []module {
 	t.Helper()
-	cmd := exec.Command("go", "list", "-deps", "-f", "{{with .Module}}{{if not .Main}}{{.Path}}\t{{.Version}}\t{{.Dir}}{{end}}{{end}}",
-		"github.com/accord-saga/accord/...")
-	cmd.Stderr = os.Stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("go list: %v", err)
-	}
 	seen := map[string]bool{}
 	var mods []module
-	sc := bufio.NewScanner(bytes.NewReader(out))
-	for sc.Scan() {
-		f := strings.Split(sc.Text(), "\t")
-		if len(f) != 3 || seen[f[0]] {
-			continue
+	for _, p := range releasePlatforms {
+		goos, goarch, _ := strings.Cut(p, "/")
+		cmd := exec.Command("go", "list", "-deps", "-f", "{{with .Module}}{{if not .Main}}{{.Path}}\t{{.Version}}\t{{.Dir}}{{end}}{{end}}",
+			"github.com/accord-saga/accord/...")
+		cmd.Env = append(os.Environ(), "GOOS="+goos, "GOARCH="+goarch, "CGO_ENABLED=0")
+		cmd.Stderr = os.Stderr
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("go list for %s: %v", p, err)
 		}
-		seen[f[0]] = true
-		mods = append(mods, module{f[0], f[1], f[2]})
+		sc := bufio.NewScanner(bytes.NewReader(out))
+		for sc.Scan() {
+			f := strings.Split(sc.Text(), "\t")
+			if len(f) != 3 || seen[f[0]] {
+				continue
+			}
+			seen[f[0]] = true
+			mods = append(mods, module{f[0], f[1], f[2]})
+		}
 	}
 	if len(mods) == 0 {
 		t.Fatal("go list found no dependency modules")
