@@ -53,7 +53,7 @@ func newRootCommand() *cobra.Command {
 	}
 	root.AddCommand(newServerCommand(), newBenchCommand())
 	root.AddCommand(newDemoCommand())
-	root.AddCommand(newVersionCommand())
+	root.AddCommand(newVersionCommand(), newBackupCommand(), newRestoreCommand())
 	root.AddCommand(newClientCommands()...)
 	return root
 }
