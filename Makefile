@@ -46,7 +46,7 @@ bench: build ## storage, saga and bus benchmarks (see BENCHMARKS.md)
 	$(BIN) bench bus
 
 clean: ## remove build output
-	rm -rf bin
+	rm -rf bin dist
 
 licenses: ## list the licence of every module compiled into Accord; fails on a copyleft or unknown one
 	$(GO) test -count=1 -v -run 'TestDependencyLicences|TestNoticeCreditsDependencies' ./internal/release
