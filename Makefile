@@ -5,6 +5,7 @@ PKGS        ?= ./...
 BIN         ?= bin/accord
 
 .PHONY: help build run test-bins test chaos test-short crash-report lint fuzz bench clean
+.PHONY: licenses alerts-check release release-check
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -57,4 +58,17 @@ bench: build ## storage, saga and bus benchmarks (see BENCHMARKS.md)
 	$(BIN) bench bus
 
 clean: ## remove build output
-	rm -rf bin
+	rm -rf bin dist
+
+licenses: ## list the licence of every module compiled into Accord; fails on a copyleft or unknown one
+	$(GO) test -count=1 -v -run 'TestDependencyLicences|TestNoticeCreditsDependencies' ./internal/release
+
+alerts-check: ## check the Prometheus alert rules and run their unit tests (needs promtool)
+	promtool check rules deploy/prometheus/alerts.yml
+	promtool test rules deploy/prometheus/alerts_test.yml
+
+release: ## static binaries for linux, darwin, windows × amd64, arm64 in dist/, with SHA256SUMS
+	build/release.sh
+
+release-check: ## build linux/amd64 twice (the second from another path with an empty cache) and compare the bytes
+	build/release-check.sh linux/amd64

@@ -10,10 +10,12 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/accord-saga/accord/internal/buildinfo"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
+// version is this build's version (see internal/buildinfo).
+var version = buildinfo.Read().Version
 
 // exitError carries a specific exit code out of a command.
 type exitError struct {
@@ -51,6 +53,7 @@ func newRootCommand() *cobra.Command {
 	}
 	root.AddCommand(newServerCommand(), newBenchCommand())
 	root.AddCommand(newDemoCommand())
+	root.AddCommand(newVersionCommand(), newBackupCommand(), newRestoreCommand())
 	root.AddCommand(newClientCommands()...)
 	return root
 }

@@ -25,6 +25,7 @@ type Store interface {
 	DefinitionGet(ctx context.Context, name string, version int) (storage.Definition, error)
 	DefinitionList(ctx context.Context, params *storage.DefinitionListParams) ([]storage.Definition, error)
 	StreamRead(ctx context.Context, params *storage.StreamReadParams) ([]storage.Event, error)
+	Info() storage.Info
 }
 
 // Config wires the handlers to the rest of the server. Zero fields take the

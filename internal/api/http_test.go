@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -85,6 +86,32 @@ func TestBreakers(t *testing.T) {
 	}
 	// Without a snapshot function the route does not exist.
 	wantStatus(t, setup(t).do(t, http.MethodGet, "/v1/breakers", nil), http.StatusNotFound)
+}
+
+// TestSystem: GET /v1/system names the running build and its store.
+func TestSystem(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	r := b.do(t, http.MethodGet, "/v1/system", nil)
+	wantStatus(t, r, http.StatusOK)
+	var got struct {
+		Build struct {
+			Version   string `json:"version"`
+			Commit    string `json:"commit"`
+			GoVersion string `json:"go_version"`
+		} `json:"build"`
+		Store struct {
+			Backend       string `json:"backend"`
+			Partitions    int    `json:"partitions"`
+			SchemaVersion int    `json:"schema_version"`
+		} `json:"store"`
+	}
+	r.json(t, &got)
+	info := b.store.Info()
+	if got.Build.Version == "" || got.Build.Commit == "" || got.Build.GoVersion != runtime.Version() ||
+		got.Store.Backend != info.Backend || got.Store.Partitions != info.Partitions || got.Store.SchemaVersion != info.SchemaVersion {
+		t.Errorf("system %s, store %+v", r.body, info)
+	}
 }
 
 // TestStorageOutage: when the store cannot serve, requests answer 503

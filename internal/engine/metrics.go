@@ -63,6 +63,10 @@ func newMetrics(e *Engine, reg prometheus.Registerer) *metrics {
 			Name: "accord_reconciled_total", Help: "Pull tasks found missing from the store and re-created by the reconciler.",
 		}),
 	}
+	// Both kinds exist from the start at 0, so that rate() and increase()
+	// over them (the alert rules) see the first error.
+	m.commitErrors.WithLabelValues("fenced")
+	m.commitErrors.WithLabelValues("other")
 	if reg == nil {
 		return m
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/accord-saga/accord/internal/api"
+	"github.com/accord-saga/accord/internal/buildinfo"
 	"github.com/accord-saga/accord/internal/bus"
 	"github.com/accord-saga/accord/internal/dispatch"
 	"github.com/accord-saga/accord/internal/engine"
@@ -55,7 +56,8 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		buildinfo.Collector(buildinfo.Read(), info.SchemaVersion))
 	// The dispatcher reports results to the engine, and the engine hands
 	// tasks to the dispatcher: the closure breaks the cycle.
 	var eng *engine.Engine
