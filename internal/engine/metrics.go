@@ -122,11 +122,17 @@ func (e *Engine) ActiveSagas() int { return e.activeSagas() }
 // map size without the loop's cooperation; the count is approximate by
 // nature and only for the gauge.
 func (e *Engine) activeSagas() int {
+	return e.sumOwned(func(p *partition) int64 { return p.active.Load() })
+}
+
+// sumOwned adds up a counter the partitions this node owns keep for the
+// gauges.
+func (e *Engine) sumOwned(count func(*partition) int64) int {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
 	n := 0
 	for _, p := range e.owned {
-		n += int(p.active.Load())
+		n += int(count(p))
 	}
 	return n
 }

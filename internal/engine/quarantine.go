@@ -100,13 +100,7 @@ func (p *partition) markQuarantined(id string) {
 // quarantinedSagas counts the quarantined sagas of the partitions this
 // node owns.
 func (e *Engine) quarantinedSagas() int {
-	e.mu.RLock()
-	defer e.mu.RUnlock()
-	n := 0
-	for _, p := range e.owned {
-		n += int(p.quarantinedN.Load())
-	}
-	return n
+	return e.sumOwned(func(p *partition) int64 { return p.quarantinedN.Load() })
 }
 
 // Discard ends a quarantined saga: its record becomes discarded and ended,
