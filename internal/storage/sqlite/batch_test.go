@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"runtime"
 	"sync"
@@ -194,5 +195,51 @@ func TestBatchDatabaseErrorFailsOnlyItsWrite(t *testing.T) {
 	}
 	if head, _ := d.PartitionHead(ctx, 0); head != 4 {
 		t.Fatalf("head = %d, want 4", head)
+	}
+}
+
+// A task claim whose batch is rolled back and run again (another write of
+// the batch hit a database error) hands out the claims of the run that was
+// committed, and only those: a claim of the rolled-back run has a token
+// the store never kept.
+func TestBatchRetryHandsOutCommittedClaims(t *testing.T) {
+	ctx := t.Context()
+	d, l := openTest(t, 1)
+	if _, err := d.Commit(ctx, &storage.CommitParams{Partition: 0, Epoch: l.Epoch,
+		TaskInserts: []storage.TaskInsert{{ID: "t1", Queue: "q", Payload: []byte(`{}`)}}}); err != nil {
+		t.Fatal(err)
+	}
+	b := block(t, d)
+	var claimed []storage.Task
+	var errClaim, errBad error
+	b.queue(func() {
+		claimed, errClaim = d.TaskClaim(ctx, &storage.TaskClaimParams{Queue: "q", Limit: 8, Visibility: time.Minute})
+	})
+	b.queue(func() {
+		errBad = d.w.exec(ctx, func(tx *wtx) error {
+			_, err := tx.s.definitionInsert.Exec("d", 1, nil, "h", tx.now)
+			return err
+		})
+	})
+	b.run()
+	if errClaim != nil || errBad == nil {
+		t.Fatalf("claim: %v; the bad write: %v, want its database error", errClaim, errBad)
+	}
+	if len(claimed) != 1 {
+		t.Fatalf("claimed %d tasks, want 1: %+v", len(claimed), claimed)
+	}
+	row, err := d.TaskGet(ctx, "t1")
+	if err != nil || row.ClaimToken != claimed[0].ClaimToken {
+		t.Fatalf("stored token %q (%v), handed out %q", row.ClaimToken, err, claimed[0].ClaimToken)
+	}
+}
+
+// The contract's own answers (a definition in use, deleted) roll back only
+// their write: the rest of the batch is not run a second time.
+func TestBatchDefinitionAnswersAreOutcomes(t *testing.T) {
+	for _, err := range []error{storage.ErrDefinitionInUse, storage.ErrDefinitionDeleted} {
+		if !isOutcome(fmt.Errorf("wrapped: %w", err)) {
+			t.Errorf("%v is not an outcome: it would abort its whole batch", err)
+		}
 	}
 }

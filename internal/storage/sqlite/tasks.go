@@ -44,6 +44,9 @@ func (d *Driver) TaskClaim(ctx context.Context, params *storage.TaskClaimParams)
 	}
 	var tasks []storage.Task
 	err := d.w.exec(ctx, func(tx *wtx) error {
+		// The writer runs a batch again when another write of it failed:
+		// only the claims of the run that commits are handed out.
+		tasks = tasks[:0]
 		rows, err := tx.s.taskClaimable.Query(params.Queue, tx.now, params.Limit)
 		if err != nil {
 			return fmt.Errorf("sqlite: task claim: %w", err)

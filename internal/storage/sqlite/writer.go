@@ -130,7 +130,9 @@ func (w *writer) do(ctx context.Context, r *request) (finished bool, err error) 
 	}
 }
 
-// exec runs fn as one write.
+// exec runs fn as one write. fn may run more than once: when another write
+// of its batch hits a database error, the batch is rolled back and run
+// again without it, so fn must set, not accumulate, what it hands back.
 func (w *writer) exec(ctx context.Context, fn func(tx *wtx) error) error {
 	r := requestPool.Get().(*request)
 	r.fn = fn
@@ -350,5 +352,5 @@ func isOutcome(err error) bool {
 var outcomes = []error{
 	storage.ErrVersionConflict, storage.ErrFenced, storage.ErrLeaseHeld, storage.ErrIdempotencyKeyExists,
 	storage.ErrNotFound, storage.ErrWrongPartition, storage.ErrInvalid, storage.ErrTaskClaimLost,
-	storage.ErrDefinitionConflict, storage.ErrGroupExists,
+	storage.ErrDefinitionConflict, storage.ErrGroupExists, storage.ErrDefinitionInUse, storage.ErrDefinitionDeleted,
 }
