@@ -156,7 +156,10 @@ func TestIdleCostIndependentOfGroups(t *testing.T) {
 			calls[groups], by[groups] = cs.window(2 * time.Second)
 			t.Logf("%d groups: %d store calls in 2s: %s", groups, calls[groups], by[groups])
 		}
-		if calls[200] > 2*calls[10]+50 {
+		// Without per-group work the loops' ticks bound the calls: in 2s,
+		// about 100 due queries and 20 scans of 5 calls. The floor of 300
+		// keeps a starved 10-group window from making the bound too tight.
+		if limit := max(2*calls[10], 300) + 50; calls[200] > limit {
 			t.Fatalf("idle store calls grow with the groups: %d with 200 groups (%s), %d with 10 (%s)",
 				calls[200], by[200], calls[10], by[10])
 		}
