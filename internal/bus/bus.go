@@ -53,7 +53,9 @@ type Config struct {
 	CheckURL func(string) error
 	// PollInterval is how often a waiting receive re-checks the store for
 	// messages that no local publish announced (delays, expired claims,
-	// other nodes). Default 250ms.
+	// other nodes). Group runners do not poll: one store query every
+	// PollInterval lists the groups with such messages and wakes their
+	// runners. Default 250ms.
 	PollInterval time.Duration
 	// SweepInterval is how often retention and compaction run on the
 	// partitions this node owns. Default 1m.
@@ -62,7 +64,8 @@ type Config struct {
 	// its flow is reported as stalled (log, metric, API). Default 5m.
 	StallAfter time.Duration
 	// ScanInterval is how often groups are listed to start and stop their
-	// webhook and saga runners, and stalls and lag are measured. Default 5s.
+	// webhook and saga runners, and stalls and lag are measured (one query
+	// for every group's backlog). Default 5s.
 	ScanInterval time.Duration
 	// MaxTopics caps the number of topics. Default DefaultMaxTopics.
 	MaxTopics int
@@ -251,6 +254,16 @@ func (b *Bus) topicConfig(ctx context.Context, name string) (TopicConfig, error)
 	b.topics[name] = cachedTopic{cfg: t.Effective, loaded: time.Now()}
 	b.topicsMu.Unlock()
 	return t.Effective, nil
+}
+
+// cacheTopics refreshes the cached configuration of the topics listed.
+func (b *Bus) cacheTopics(ts []Topic) {
+	now := time.Now()
+	b.topicsMu.Lock()
+	defer b.topicsMu.Unlock()
+	for _, t := range ts {
+		b.topics[t.Name] = cachedTopic{cfg: t.Effective, loaded: now}
+	}
 }
 
 // ---- groups

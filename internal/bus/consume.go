@@ -66,6 +66,11 @@ func (b *Bus) Receive(ctx context.Context, topic, group string, max int, wait, v
 	return b.receive(ctx, g, max, wait, visibility)
 }
 
+// waitForever, as receive's wait, waits until a message comes, woken by
+// local publishes, acks and nacks and by the due loop, without polling the
+// store itself (the group runners' receive).
+const waitForever time.Duration = -1
+
 func (b *Bus) receive(ctx context.Context, g Group, max int, wait, visibility time.Duration) ([]Delivery, error) {
 	if visibility == 0 {
 		visibility = time.Duration(g.Effective.AckTimeout)
@@ -91,15 +96,19 @@ func (b *Bus) receive(ctx context.Context, g Group, max int, wait, visibility ti
 			}
 			return out, nil
 		}
-		left := time.Until(deadline)
-		if left <= 0 {
-			stopWaiting()
-			return nil, nil
+		var pollC <-chan time.Time // nil: wait for a wakeup only
+		if wait != waitForever {
+			left := time.Until(deadline)
+			if left <= 0 {
+				stopWaiting()
+				return nil, nil
+			}
+			poll.Reset(min(b.cfg.PollInterval, left))
+			pollC = poll.C
 		}
-		poll.Reset(min(b.cfg.PollInterval, left))
 		select {
 		case <-sig:
-		case <-poll.C:
+		case <-pollC:
 		case <-ctx.Done():
 			stopWaiting()
 			return nil, ctx.Err()

@@ -91,14 +91,9 @@ func (m *metrics) claimed(g Group, res *storage.DeliveryClaimResult) {
 // partition label: a series per group and partition would multiply
 // /metrics by the partition count (64 by default) for every group; the
 // API's group stats give the per-partition view.
-func (m *metrics) observeGroup(topic, group string, st []storage.GroupPartitionStats) {
-	var oldest float64
-	var dead, pending int
-	for _, s := range st {
-		pending += s.Pending
-		oldest = max(oldest, s.OldestAge.Seconds())
-		dead += s.DeadLetters
-	}
+func (m *metrics) observeGroup(b storage.GroupBacklog) {
+	topic, group := b.Topic, b.Name
+	oldest, dead, pending := b.OldestAge.Seconds(), b.DeadLetters, b.Pending
 	m.observedMu.Lock()
 	if m.observed == nil {
 		m.observed = map[[2]string]bool{}

@@ -38,9 +38,10 @@ func (b *Bus) Start(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	b.cancel = cancel
 	b.scanCh = make(chan struct{}, 1)
-	b.wg.Add(2)
+	b.wg.Add(3)
 	go func() { defer b.wg.Done(); b.scanLoop(ctx) }()
 	go func() { defer b.wg.Done(); b.sweepLoop(ctx) }()
+	go func() { defer b.wg.Done(); b.dueLoop(ctx) }()
 	return nil
 }
 
@@ -96,7 +97,9 @@ func (b *Bus) scanLoop(ctx context.Context) {
 }
 
 // scan starts and stops group runners to match the stored groups, and
-// measures lag and stalls.
+// measures lag and stalls. Its store calls are the same few whatever the
+// number of topics and groups: one list of each, one query for every
+// group's backlog.
 func (b *Bus) scan(ctx context.Context) {
 	gs, err := b.store.GroupList(ctx, "")
 	if err != nil {
@@ -105,6 +108,20 @@ func (b *Bus) scan(ctx context.Context) {
 		}
 		return
 	}
+	if len(gs) > 0 {
+		// One list refreshes every topic's cached configuration, so that
+		// groupFrom does not read the topics one by one.
+		if ts, err := b.ListTopics(ctx); err == nil {
+			b.cacheTopics(ts)
+		}
+		if bl, err := b.store.GroupBacklogs(ctx); err == nil {
+			for _, g := range bl {
+				b.metrics.observeGroup(g)
+			}
+		} else if ctx.Err() == nil {
+			b.log.Warn("bus: group backlogs", "err", err)
+		}
+	}
 	want := map[string]Group{}
 	present := map[[2]string]bool{}
 	for _, sg := range gs {
@@ -112,9 +129,6 @@ func (b *Bus) scan(ctx context.Context) {
 		g, err := b.groupFrom(ctx, sg)
 		if err != nil {
 			continue
-		}
-		if st, err := b.store.GroupStats(ctx, g.Topic, g.Name); err == nil {
-			b.metrics.observeGroup(g.Topic, g.Name, st)
 		}
 		if g.Effective.Webhook != nil || g.Effective.StartSaga != nil {
 			want[runnerKey(g)] = g
@@ -202,7 +216,7 @@ func (b *Bus) runGroup(ctx context.Context, g Group) {
 			sleep(ctx, time.Second)
 			continue
 		}
-		ds, err := b.receive(ctx, g, 1, 5*time.Second, 0)
+		ds, err := b.receive(ctx, g, 1, waitForever, 0)
 		if err != nil {
 			if ctx.Err() == nil {
 				b.log.Warn("bus: runner receive", "topic", g.Topic, "group", g.Name, "err", err)
@@ -212,6 +226,50 @@ func (b *Bus) runGroup(ctx context.Context, g Group) {
 		}
 		for _, d := range ds {
 			b.handle(ctx, g, d)
+		}
+	}
+}
+
+// dueLoop is the runners' one fallback clock. A runner with nothing to do
+// waits for a local publish on its topic (Notify) or an ack or nack of its
+// group; what becomes claimable with time instead (a nack's delay passed,
+// a claim expired, a message published on another node) is found here:
+// every PollInterval one store query lists the groups that have a
+// claimable delivery, and only their runners are woken. Idle, the bus
+// thus makes the same store calls for ten groups as for thousands.
+func (b *Bus) dueLoop(ctx context.Context) {
+	every(ctx, b.cfg.PollInterval, func() { b.wakeDue(ctx) })
+}
+
+func (b *Bus) wakeDue(ctx context.Context) {
+	b.lifeMu.Lock()
+	idle := len(b.runners) == 0
+	b.lifeMu.Unlock()
+	if idle {
+		return
+	}
+	due, err := b.store.GroupsDue(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			b.log.Warn("bus: groups due", "err", err)
+		}
+		return
+	}
+	for _, k := range due {
+		b.wake.group(k.Topic, k.Name)
+	}
+}
+
+// every calls f every d until ctx ends.
+func every(ctx context.Context, d time.Duration, f func()) {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			f()
 		}
 	}
 }
@@ -346,16 +404,7 @@ func sleep(ctx context.Context, d time.Duration) {
 // ---- retention
 
 func (b *Bus) sweepLoop(ctx context.Context) {
-	t := time.NewTicker(b.cfg.SweepInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			b.Sweep(ctx)
-		}
-	}
+	every(ctx, b.cfg.SweepInterval, func() { b.Sweep(ctx) })
 }
 
 // Sweep applies every topic's retention and compaction to the partitions

@@ -1,6 +1,9 @@
 package bus
 
-import "sync"
+import (
+	"math"
+	"sync"
+)
 
 // wakeups holds, per topic, the receivers waiting for a message, so that a
 // publish can wake them all and a released message (an ack frees the next
@@ -81,3 +84,6 @@ func (w *wakeups) some(topic, group string, n int) {
 		w.waiting[topic] = kept
 	}
 }
+
+// group wakes every receiver of a topic's group.
+func (w *wakeups) group(topic, group string) { w.some(topic, group, math.MaxInt) }

@@ -73,6 +73,15 @@ type BusStore interface {
 	// has deliveries or dead letters, in partition order; ErrNotFound if the
 	// group is absent.
 	GroupStats(ctx context.Context, topic, name string) ([]GroupPartitionStats, error)
+	// GroupBacklogs describes every group's backlog summed over its
+	// partitions, one entry per group in (topic, name) order, in one
+	// query whatever the number of groups.
+	GroupBacklogs(ctx context.Context) ([]GroupBacklog, error)
+	// GroupsDue lists, in (topic, name) order, the groups that have a
+	// delivery a claim would take now: unblocked and visible at or before
+	// the database's now (not yet claimed, nacked with a delay that has
+	// passed, or claimed with a claim that has expired).
+	GroupsDue(ctx context.Context) ([]GroupKey, error)
 
 	// MessageRead returns a topic's messages in one partition from a
 	// position on (inclusive), in position order.
@@ -183,6 +192,21 @@ type GroupPartitionStats struct {
 	// expired or swept (the lowest outstanding position minus one; the
 	// partition's message head if nothing is outstanding).
 	Position    int64
+	OldestAge   time.Duration // age of the oldest outstanding message (0 if none)
+	DeadLetters int
+}
+
+// GroupKey names a consumer group.
+type GroupKey struct {
+	Topic string
+	Name  string
+}
+
+// GroupBacklog is a group's backlog over all partitions.
+type GroupBacklog struct {
+	Topic       string
+	Name        string
+	Pending     int           // outstanding deliveries, as in GroupPartitionStats
 	OldestAge   time.Duration // age of the oldest outstanding message (0 if none)
 	DeadLetters int
 }

@@ -411,3 +411,44 @@ func (d *Driver) GroupStats(ctx context.Context, topic, name string) ([]storage.
 	}
 	return stats, nil
 }
+
+const sqlGroupBacklogs = `
+WITH clock AS (SELECT ` + nowSQL + ` AS now)
+SELECT g.topic, g.name, coalesce(o.pending, 0), greatest(coalesce(clock.now - o.oldest, 0), 0), coalesce(dl.n, 0)
+FROM clock, consumer_groups g
+LEFT JOIN (SELECT d.topic, d.grp, count(*) AS pending, min(m.published_at) AS oldest
+	FROM deliveries d LEFT JOIN messages m ON m.partition = d.partition AND m.position = d.position
+	GROUP BY d.topic, d.grp) o ON o.topic = g.topic AND o.grp = g.name
+LEFT JOIN (SELECT topic, grp, count(*) AS n FROM dead_letters GROUP BY topic, grp) dl
+	ON dl.topic = g.topic AND dl.grp = g.name
+ORDER BY g.topic, g.name`
+
+// GroupBacklogs describes every group's backlog in one query.
+func (d *Driver) GroupBacklogs(ctx context.Context) ([]storage.GroupBacklog, error) {
+	out, err := queryAll(ctx, d.pool, func(r pgx.Rows) (storage.GroupBacklog, error) {
+		var b storage.GroupBacklog
+		var age int64
+		err := r.Scan(&b.Topic, &b.Name, &b.Pending, &age, &b.DeadLetters)
+		b.OldestAge = time.Duration(age) * time.Microsecond
+		return b, err
+	}, sqlGroupBacklogs)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: group backlogs: %w", err)
+	}
+	return out, nil
+}
+
+// GroupsDue lists the groups with a delivery a claim would take now.
+func (d *Driver) GroupsDue(ctx context.Context) ([]storage.GroupKey, error) {
+	out, err := queryAll(ctx, d.pool, func(r pgx.Rows) (storage.GroupKey, error) {
+		var k storage.GroupKey
+		return k, r.Scan(&k.Topic, &k.Name)
+	}, `SELECT g.topic, g.name FROM consumer_groups g
+		WHERE EXISTS (SELECT 1 FROM deliveries d
+			WHERE d.topic = g.topic AND d.grp = g.name AND NOT d.blocked AND d.visible_at <= `+nowSQL+`)
+		ORDER BY g.topic, g.name`)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: groups due: %w", err)
+	}
+	return out, nil
+}

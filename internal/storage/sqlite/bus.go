@@ -369,3 +369,58 @@ func scanGroup(row rowScanner) (storage.Group, error) {
 	g.CreatedAt = fromMicros(created)
 	return g, nil
 }
+
+const (
+	sqlGroupBacklogs = `SELECT g.topic, g.name, coalesce(o.pending, 0), o.oldest, coalesce(dl.n, 0)
+		FROM consumer_groups g
+		LEFT JOIN (SELECT d.topic, d.grp, count(*) AS pending, min(m.published_at) AS oldest
+			FROM deliveries d JOIN messages m ON m.partition = d.partition AND m.position = d.position
+			GROUP BY d.topic, d.grp) o ON o.topic = g.topic AND o.grp = g.name
+		LEFT JOIN (SELECT topic, grp, count(*) AS n FROM dead_letters GROUP BY topic, grp) dl
+			ON dl.topic = g.topic AND dl.grp = g.name
+		ORDER BY g.topic, g.name`
+	sqlGroupsDue = `SELECT g.topic, g.name FROM consumer_groups g
+		WHERE EXISTS (SELECT 1 FROM deliveries d
+			WHERE d.topic = g.topic AND d.grp = g.name AND d.blocked = 0 AND d.visible_at <= ?)
+		ORDER BY g.topic, g.name`
+)
+
+// GroupBacklogs describes every group's backlog in one query.
+func (d *Driver) GroupBacklogs(ctx context.Context) ([]storage.GroupBacklog, error) {
+	now := d.clock.now()
+	rows, err := d.rdb.QueryContext(ctx, sqlGroupBacklogs)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: group backlogs: %w", err)
+	}
+	out, err := collect(rows, func(r rowScanner) (storage.GroupBacklog, error) {
+		var b storage.GroupBacklog
+		var oldest sql.NullInt64
+		if err := r.Scan(&b.Topic, &b.Name, &b.Pending, &oldest, &b.DeadLetters); err != nil {
+			return b, err
+		}
+		if oldest.Valid {
+			b.OldestAge = max(time.Duration(now-oldest.Int64)*time.Microsecond, 0)
+		}
+		return b, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: group backlogs: %w", err)
+	}
+	return out, nil
+}
+
+// GroupsDue lists the groups with a delivery a claim would take now.
+func (d *Driver) GroupsDue(ctx context.Context) ([]storage.GroupKey, error) {
+	rows, err := d.rdb.QueryContext(ctx, sqlGroupsDue, d.clock.now())
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: groups due: %w", err)
+	}
+	out, err := collect(rows, func(r rowScanner) (storage.GroupKey, error) {
+		var k storage.GroupKey
+		return k, r.Scan(&k.Topic, &k.Name)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: groups due: %w", err)
+	}
+	return out, nil
+}

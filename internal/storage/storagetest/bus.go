@@ -948,6 +948,89 @@ func exerciseBus(t *testing.T, h Harness) {
 		}
 	})
 
+	t.Run("BacklogsAndDue", func(t *testing.T) {
+		t.Parallel()
+		s := openGroups(t, h, 3, "t", "g", "h", "idle")
+		s.topic("u")
+		s.group("u", "z", storage.StartEnd, time.Time{})
+		due := func() []string {
+			t.Helper()
+			ks, err := s.b().GroupsDue(s.ctx)
+			if err != nil {
+				t.Fatalf("GroupsDue: %v", err)
+			}
+			var out []string
+			for _, k := range ks {
+				out = append(out, k.Topic+"/"+k.Name)
+			}
+			return out
+		}
+		backlogs := func() map[string]storage.GroupBacklog {
+			t.Helper()
+			bs, err := s.b().GroupBacklogs(s.ctx)
+			if err != nil {
+				t.Fatalf("GroupBacklogs: %v", err)
+			}
+			out := map[string]storage.GroupBacklog{}
+			var names []string
+			for _, b := range bs {
+				out[b.Topic+"/"+b.Name] = b
+				names = append(names, b.Topic+"/"+b.Name)
+			}
+			if !same(names, "t/g", "t/h", "t/idle", "u/z") {
+				t.Fatalf("GroupBacklogs lists %v, want every group in (topic, name) order", names)
+			}
+			return out
+		}
+		if got := due(); len(got) != 0 {
+			t.Fatalf("GroupsDue with nothing published = %v", got)
+		}
+		if b := backlogs()["t/g"]; b.Pending != 0 || b.OldestAge != 0 || b.DeadLetters != 0 {
+			t.Fatalf("backlog of an empty group = %+v", b)
+		}
+		s.publish(1, msg("t", "k", "a"), msg("t", "k", "b"))
+		s.publish(2, msg("t", "", "c"))
+		if got := due(); !same(got, "t/g", "t/h", "t/idle") {
+			t.Fatalf("GroupsDue after a publish = %v, want every group of t", got)
+		}
+		// g: claim everything (a and c; b waits behind a), dead-letter c.
+		c := s.claim("t", "g", 10, longTTL, 10).Deliveries
+		if len(c) != 2 {
+			t.Fatalf("claimed %v, want a and c", ids(c))
+		}
+		for _, d := range c {
+			if d.Message.ID == "c" {
+				s.nack(d, storage.DeliveryNackParams{DeadLetter: true, Reason: "r"})
+			}
+		}
+		// h: take everything and ack it.
+		s.ack(s.claim("t", "h", 10, longTTL, 10).Deliveries...)
+		s.ack(s.claim("t", "h", 10, longTTL, 10).Deliveries...)
+		// idle: claimed, then given back with a delay.
+		var later time.Time
+		for _, d := range s.claim("t", "idle", 10, longTTL, 10).Deliveries {
+			s.nack(d, storage.DeliveryNackParams{Delay: 300 * time.Millisecond})
+			later = s.now().Add(300 * time.Millisecond)
+		}
+		if got := due(); len(got) != 0 {
+			t.Fatalf("GroupsDue with every delivery claimed, blocked, acked or delayed = %v", got)
+		}
+		bs := backlogs()
+		if g := bs["t/g"]; g.Pending != 2 || g.DeadLetters != 1 || g.OldestAge <= 0 {
+			t.Fatalf("backlog of g = %+v, want a and b pending, c dead", g)
+		}
+		if h := bs["t/h"]; h.Pending != 0 || h.DeadLetters != 0 || h.OldestAge != 0 {
+			t.Fatalf("backlog of h = %+v, want nothing", h)
+		}
+		if i := bs["t/idle"]; i.Pending != 3 || i.DeadLetters != 0 {
+			t.Fatalf("backlog of idle = %+v, want 3 pending", i)
+		}
+		s.waitPast(later)
+		if got := due(); !same(got, "t/idle") {
+			t.Fatalf("GroupsDue once the nack delay passed = %v, want t/idle", got)
+		}
+	})
+
 	t.Run("Correlation", func(t *testing.T) {
 		t.Parallel()
 		s := openBus(t, h, 2)
