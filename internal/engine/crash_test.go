@@ -32,6 +32,11 @@ import (
 // child with SIGKILL several times, then lets a last child run until every
 // saga has ended, and checks the outcome against the participant's records.
 
+// The attempt timeouts are far beyond the run: this test is about kills,
+// and on a starved machine a backlog of a thousand sagas' tasks can wait in
+// its queue longer than the default 30 s, which would time attempts out and
+// compensate sagas the test expects to complete (a killed child's claims
+// come back by their one-second visibility, not by a timeout).
 const crashDef = `
 name: crash
 version: 1
@@ -41,16 +46,19 @@ steps:
     compensation: {queue: qa, name: undo_a}
     retry: {initial_interval: 10ms, max_interval: 50ms}
     compensation_retry: {initial_interval: 10ms, max_interval: 50ms}
+    attempt_timeout: 1h
   - name: b
     action: {queue: qb, name: do_b}
     compensation: {queue: qb, name: undo_b}
     retry: {initial_interval: 10ms, max_interval: 50ms}
     compensation_retry: {initial_interval: 10ms, max_interval: 50ms}
+    attempt_timeout: 1h
   - name: c
     action: {queue: qc, name: do_c}
     compensation: {queue: qc, name: undo_c}
     retry: {initial_interval: 10ms, max_interval: 50ms}
     compensation_retry: {initial_interval: 10ms, max_interval: 50ms}
+    attempt_timeout: 1h
 `
 
 var crashSteps = []string{"a", "b", "c"}
